@@ -1,0 +1,60 @@
+"""Named exceptions raised by the tessera library.
+
+Every error says what was wrong and how to fix it. The CLI (`tessera.cli`) catches
+`TesseraError` once, prints its message and exits with status 2; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataSourceError",
+    "GridMismatchError",
+    "NoScenesError",
+    "RoiError",
+    "ServerError",
+    "TesseraError",
+    "TileError",
+    "TransportError",
+]
+
+
+class TesseraError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class ConfigError(TesseraError):
+    """The configuration is invalid (schema violation, unknown source, bad year...)."""
+
+
+class RoiError(TesseraError):
+    """The region of interest cannot be used (missing, unreadable, empty, too large)."""
+
+
+class GridMismatchError(TesseraError):
+    """Two rasters that must share a grid do not."""
+
+
+class DataSourceError(TesseraError):
+    """A data source is misconfigured or returned something unusable."""
+
+
+class NoScenesError(DataSourceError):
+    """A search found no scene where one was required."""
+
+
+class TransportError(DataSourceError):
+    """A network request failed after all retries."""
+
+
+class TileError(TesseraError):
+    """A tile directory is missing a file or holds a file of the wrong shape or dtype."""
+
+
+class CheckpointError(TesseraError):
+    """A model checkpoint is missing, corrupt or of another architecture."""
+
+
+class ServerError(TesseraError):
+    """A local server used by the demo or the tests could not be started."""

@@ -1,0 +1,79 @@
+"""Atomic file output: every file is written under a temporary name and renamed when complete.
+
+A crash can leave a ``.tmp-*`` file behind, never a final path holding a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary name keeps the final suffix (``suffix`` overrides it), so drivers that pick
+    a format from the extension (GDAL, NumPy) still work.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".tmp-{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; rename it onto ``path`` when complete.
+
+    An existing directory at ``path`` is replaced.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            _rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            _rmtree(tmp)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically (dtype and shape preserved)."""
+    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
