@@ -137,6 +137,7 @@ def cmd_tile(args: argparse.Namespace) -> None:
         roi,
         chunk,
         tiles[args.tile],
+        cfg["tile_size"],
         Path(args.s2_dir),
         Path(args.s1_ascending_dir),
         Path(args.s1_descending_dir),

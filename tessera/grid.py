@@ -177,6 +177,7 @@ def load_roi(path: str | Path, resolution: float = 10.0, max_area_km2: float | N
             pixel, or covers more than ``max_area_km2``.
     """
     p = Path(path)
+    resolution = float(resolution)
     if not p.exists():
         raise RoiError(f"ROI file {p} does not exist; set `roi` in the config to an existing GeoTIFF or vector file")
     if p.is_dir() and not p.suffix:

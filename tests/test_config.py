@@ -1,0 +1,100 @@
+"""Config validation: defaults, schema messages and the named errors users see."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tessera.config import FIRST_YEAR, last_year, load_config, schema, validate_config
+from tessera.errors import ConfigError
+
+
+def _walk(node: object, path: str = "") -> list[str]:
+    """Paths of schema properties that lack a description."""
+    missing = []
+    if isinstance(node, dict):
+        for name, sub in node.get("properties", {}).items():
+            if "description" not in sub:
+                missing.append(f"{path}/{name}")
+            missing += _walk(sub, f"{path}/{name}")
+        for name, sub in node.get("$defs", {}).items():
+            missing += _walk(sub, f"{path}/$defs/{name}")
+    return missing
+
+
+def test_every_schema_key_is_described() -> None:
+    assert _walk(schema()) == []
+
+
+def test_defaults_are_filled() -> None:
+    cfg = validate_config({"roi": "x.geojson", "years": [2022]})
+    assert cfg["resolution"] == 10
+    assert cfg["chunk_size_m"] == 20000
+    assert cfg["tile_size"] == 500
+    assert cfg["s2"] == {"source": "planetary-computer"}
+    assert cfg["model"]["output"] == "int8"
+    assert cfg["model"]["checkpoint"] is None
+
+
+def test_unknown_key_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"chunk_sise_m"):
+        validate_config({"roi": "x", "years": [2022], "chunk_sise_m": 5})
+
+
+def test_wrong_type_names_the_path() -> None:
+    with pytest.raises(ConfigError, match=r"model/output"):
+        validate_config({"roi": "x", "years": [2022], "model": {"output": "int4"}})
+
+
+def test_unknown_source() -> None:
+    with pytest.raises(ConfigError, match=r"s2/source: 'sentinel-hub' is not one of"):
+        validate_config({"roi": "x", "years": [2022], "s2": {"source": "sentinel-hub"}})
+
+
+@pytest.mark.parametrize("year", [FIRST_YEAR - 1, last_year() + 1])
+def test_year_outside_mission(year: int) -> None:
+    with pytest.raises(ConfigError, match=r"outside the mission years"):
+        validate_config({"roi": "x", "years": [year]})
+
+
+def test_last_year_follows_the_calendar() -> None:
+    assert last_year(dt.date(2026, 11, 23)) == 2025
+    validate_config({"roi": "x", "years": [2025]}, today=dt.date(2026, 1, 1))
+    with pytest.raises(ConfigError):
+        validate_config({"roi": "x", "years": [2026]}, today=dt.date(2026, 12, 31))
+
+
+def test_stac_source_needs_url_and_collection() -> None:
+    with pytest.raises(ConfigError, match=r"s1.url"):
+        validate_config({"roi": "x", "years": [2022], "s1": {"source": "stac"}})
+
+
+def test_source_for_the_wrong_mission() -> None:
+    with pytest.raises(ConfigError, match=r"only Sentinel-1"):
+        validate_config({"roi": "x", "years": [2022], "s2": {"source": "opera"}})
+    with pytest.raises(ConfigError, match=r"only Sentinel-2"):
+        validate_config({"roi": "x", "years": [2022], "s1": {"source": "earth-search"}})
+
+
+def test_load_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("roi: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_shipped_configs_validate() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for name in ("config/config.yaml", "config/demo.yaml"):
+        raw = yaml.safe_load((root / name).read_text())
+        raw["years"] = [min(max(y, FIRST_YEAR), last_year()) for y in raw["years"]]
+        validate_config(raw)
