@@ -7,8 +7,10 @@ Each Snakemake rule calls exactly one of these. Library code raises `TesseraErro
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from tessera import __version__
 from tessera.errors import ConfigError, TesseraError
+from tessera.layout import ORBITS, PRODUCTS
 
 __all__ = ["main"]
 
@@ -75,6 +78,13 @@ def cmd_validate(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     _roi(cfg)
     print(json.dumps(cfg, indent=2))
+
+
+def cmd_config_docs(args: argparse.Namespace) -> None:
+    """Print the Markdown reference of every config key (config/README.md)."""
+    from tessera.config import schema_markdown
+
+    print(schema_markdown(), end="")
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -187,13 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     _add(sub, "validate-config", cmd_validate, [])
     _add(sub, "plan", cmd_plan, [])
+    _add(sub, "config-docs", cmd_config_docs, [], config=False)
     _add(
         sub,
         "search",
         cmd_search,
         [
             *chunk_year,
-            ("--product", {**req, "choices": ["s2", "s1-ascending", "s1-descending"]}),
+            ("--product", {**req, "choices": list(PRODUCTS)}),
             ("--out", {**req, "help": "ItemCollection JSON to write"}),
         ],
     )
@@ -202,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "read-s1",
         cmd_read_s1,
-        [*chunk_year, ("--orbit", {**req, "choices": ["ascending", "descending"]}), ("--items", req), ("--out-dir", req)],
+        [*chunk_year, ("--orbit", {**req, "choices": list(ORBITS)}), ("--items", req), ("--out-dir", req)],
     )
     _add(
         sub,
@@ -243,11 +254,34 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[str] = []
 
 
+#: Test-only switch: ``<subcommand>=<marker dir>`` makes the first attempt of every job of that
+#: subcommand fail (a marker file per argument list records the attempt). Used by the Slurm test
+#: to prove that a failed job is resubmitted and the run completes.
+FAIL_FIRST_ATTEMPT_ENV = "TESSERA_TEST_FAIL_FIRST_ATTEMPT"
+
+
+def _injected_failure(command: str, argv: Sequence[str]) -> bool:
+    spec = os.environ.get(FAIL_FIRST_ATTEMPT_ENV, "")
+    target, _, marker_dir = spec.partition("=")
+    if target != command or not marker_dir:
+        return False
+    marker = Path(marker_dir) / f"{command}-{hashlib.sha256(' '.join(argv).encode()).hexdigest()[:16]}"
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(" ".join(argv) + "\n")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tessera`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if _injected_failure(args.command, argv):
+        print(f"tessera {args.command}: error: injected test failure ({FAIL_FIRST_ATTEMPT_ENV})", file=sys.stderr)
+        return 3
     try:
         rc = args.func(args)
     except TesseraError as exc:

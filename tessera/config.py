@@ -7,6 +7,7 @@ one place defaults live.
 from __future__ import annotations
 
 import copy
+import json
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from importlib import resources
@@ -101,3 +102,35 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(raw).__name__}")
     raw.update(overrides or {})
     return validate_config(raw)
+
+
+def schema_markdown() -> str:
+    """A Markdown table of every config key, its type, default and description (config/README.md)."""
+    sch = schema()
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def walk(props: dict[str, Any], prefix: str) -> None:
+        for name, sub in props.items():
+            if "$ref" in sub:
+                ref = sub["$ref"].rsplit("/", 1)[-1]
+                sub = {**sch["$defs"][ref], **{k: v for k, v in sub.items() if k != "$ref"}}
+            key = f"{prefix}{name}"
+            typ = sub.get("type", "object")
+            typ = " or ".join(map(str, typ)) if isinstance(typ, list) else str(typ)
+            if "enum" in sub:
+                typ = " \\| ".join(f"`{v}`" for v in sub["enum"])
+            default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+            desc = " ".join(str(sub.get("description", "")).split())
+            rows.append(f"| `{key}` | {typ} | {default} | {desc} |")
+            if "properties" in sub:
+                walk(sub["properties"], f"{key}.")
+
+    walk(sch["properties"], "")
+    return (
+        "# Configuration keys\n\n"
+        "Generated from `tessera/schemas/config.schema.yaml` by `tessera config-docs`; the workflow and every\n"
+        "`tessera` subcommand validate the config against that schema before any job runs.\n"
+        "Machine settings (cores, memory, GPUs, partitions) belong in `profiles/`, not here.\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )

@@ -135,13 +135,14 @@ class Roi:
         if self.kind == "vector":
             if not self.geometries:
                 return np.zeros(grid.shape, np.uint8)
-            return rasterio.features.rasterize(
+            burned: np.ndarray = rasterio.features.rasterize(
                 [(g, 1) for g in self.geometries],
                 out_shape=grid.shape,
                 transform=grid.transform,
                 fill=0,
                 dtype="uint8",
             )
+            return burned
         out = np.zeros(grid.shape, np.uint8)
         with rasterio.open(self.path) as src:
             rasterio.warp.reproject(

@@ -98,3 +98,10 @@ def test_shipped_configs_validate() -> None:
         raw = yaml.safe_load((root / name).read_text())
         raw["years"] = [min(max(y, FIRST_YEAR), last_year()) for y in raw["years"]]
         validate_config(raw)
+
+
+def test_config_readme_is_up_to_date() -> None:
+    from tessera.config import schema_markdown
+
+    readme = Path(__file__).resolve().parents[1] / "config" / "README.md"
+    assert readme.read_text() == schema_markdown(), "regenerate with: tessera config-docs > config/README.md"

@@ -60,7 +60,7 @@ def test_raster_roi_any_crs_and_resolution(tmp_path: Path) -> None:
     path = write_mask(tmp_path / "roi.tif", data, "EPSG:32630", Affine(30, 0, 500_003, 0, -30, 5_800_007))
     roi = load_roi(path, 10)
     assert roi.grid.crs == "EPSG:32630"
-    left, bottom, right, top = roi.grid.bounds
+    left, _bottom, right, top = roi.grid.bounds
     assert left <= 500_003 + 10 * 30 and right >= 500_003 + 25 * 30
     assert left % 10 == 0 and top % 10 == 0
     mask = roi.mask(roi.grid)

@@ -1,0 +1,35 @@
+"""TESSERA v1.0-QAT model, the checkpoint behind the v1 GeoTessera int8 products (reference-spec 4.1).
+
+As v1.0 but 4 layers and 4 heads per backbone, and pooling scores from the hand-written GRU
+(`tessera.models.blocks.CellGRU`) followed by a LayerNorm. 45,828,226 parameters. Inputs and
+normalisation are those of v1.0.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tessera.models.blocks import CellGruAttentionPool, PixelEncoder, TwoStreamModel
+from tessera.models.spec import InputSpec
+from tessera.models.v1 import input_spec as v1_input_spec
+
+__all__ = ["FAMILY", "IGNORED_PREFIXES", "build", "input_spec"]
+
+FAMILY = "v1.0-qat"
+IGNORED_PREFIXES = ("projector.",)
+
+D_MODEL = 512
+
+
+def build() -> TwoStreamModel:
+    """Build the v1.0-QAT inference model (d_model 512, 4 heads, 4 layers, FF 4096, Linear(1024, 128))."""
+
+    def backbone(band_num: int) -> PixelEncoder:
+        return PixelEncoder(band_num, D_MODEL, 4, 4, 4096, CellGruAttentionPool(D_MODEL))
+
+    return TwoStreamModel(backbone(10), backbone(2), nn.Sequential(nn.Linear(2 * D_MODEL, 128)))
+
+
+def input_spec() -> InputSpec:
+    """Identical to v1.0: v1.0 norms, 40 + 40 random steps, 128-d output, v1 int8 rule."""
+    return v1_input_spec()
