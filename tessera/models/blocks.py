@@ -143,10 +143,12 @@ class _GateCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        for name in ("W_ir", "W_iz", "W_ih"):
-            setattr(self, name, nn.Linear(input_size, hidden_size, bias=False))
-        for name in ("W_hr", "W_hz", "W_hh"):
-            setattr(self, name, nn.Linear(hidden_size, hidden_size, bias=False))
+        self.W_ir = nn.Linear(input_size, hidden_size, bias=False)
+        self.W_iz = nn.Linear(input_size, hidden_size, bias=False)
+        self.W_ih = nn.Linear(input_size, hidden_size, bias=False)
+        self.W_hr = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.W_hz = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.W_hh = nn.Linear(hidden_size, hidden_size, bias=False)
         self.b_r = nn.Parameter(torch.zeros(hidden_size))
         self.b_z = nn.Parameter(torch.zeros(hidden_size))
         self.b_h = nn.Parameter(torch.zeros(hidden_size))

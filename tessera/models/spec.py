@@ -47,7 +47,8 @@ class InputSpec:
     save_dim: int = 128
     """Dimensions written to the product."""
     quantisation: Literal["v1", "v2"] = "v1"
-    """int8 rule: v1 ``scale = max(max|x|/127, 1e-8)``, clamp [-128, 127]; v2 ``scale = max(max|x|, 1e-12)/127``, clip +-127."""
+    """int8 rule: v1 ``scale = max(max|x|/127, 1e-8)``, clamp [-128, 127];
+    v2 ``scale = max(max|x|, 1e-12)/127``, clip +-127."""
 
 
 @dataclass
