@@ -7,8 +7,8 @@ one place defaults live.
 from __future__ import annotations
 
 import copy
-import json
 import datetime as dt
+import json
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path

@@ -1,0 +1,122 @@
+"""STAC search of one product for one chunk and year, written as an unsigned ItemCollection.
+
+No cloud filter and no coverage threshold: which dates a pixel gets must depend only on that
+pixel, never on the chunk it was processed in (reference-spec section 8.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pystac
+import rasterio.warp
+
+from tessera.errors import ConfigError, DataSourceError
+from tessera.grid import Chunk
+from tessera.io import write_json_atomic
+from tessera.layout import PRODUCTS
+from tessera.sources import DataSource, resolve_source
+from tessera.transport import RetryPolicy, install_redaction, redact, stac_api_io
+
+__all__ = ["ORBIT_PROPERTY", "run_search", "search_parameters", "select_items", "write_item_collection"]
+
+log = logging.getLogger(__name__)
+
+#: Item property holding the S1 orbit direction.
+ORBIT_PROPERTY = "sat:orbit_state"
+#: Items per page requested from the API.
+PAGE_SIZE = 250
+
+
+def _product_kind(product: str) -> tuple[str, str | None]:
+    if product not in PRODUCTS:
+        raise ConfigError(f"product {product!r} is unknown; use one of {list(PRODUCTS)}")
+    if product == "s2":
+        return "s2", None
+    return "s1", product.split("-", 1)[1]
+
+
+def chunk_bbox(chunk: Chunk) -> tuple[float, float, float, float]:
+    """The chunk's grid bounds in EPSG:4326 (edges densified, so the box holds the whole chunk)."""
+    west, south, east, north = rasterio.warp.transform_bounds(
+        chunk.grid.crs, "EPSG:4326", *chunk.grid.bounds, densify_pts=21
+    )
+    return float(west), float(south), float(east), float(north)
+
+
+def search_parameters(source: DataSource, chunk: Chunk, year: int, orbit: str | None) -> dict[str, Any]:
+    """Keyword arguments of ``pystac_client.Client.search`` for one chunk, year and orbit."""
+    params: dict[str, Any] = {
+        "collections": [source.collection],
+        "bbox": list(chunk_bbox(chunk)),
+        "datetime": f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59.999999Z",
+        "limit": PAGE_SIZE,
+    }
+    if orbit is not None and source.orbit_query:
+        params["query"] = {ORBIT_PROPERTY: {"eq": orbit}}
+    return params
+
+
+def _sort_key(item: pystac.Item) -> tuple[str, str]:
+    from tessera.read import item_time
+
+    return item_time(item).isoformat(), item.id
+
+
+def select_items(items: Iterable[pystac.Item], orbit: str | None) -> list[pystac.Item]:
+    """Items of ``orbit`` (checked on the client too: not every API honours ``query``), sorted by (datetime, id)."""
+    kept: dict[str, pystac.Item] = {}
+    for item in items:
+        if orbit is not None and str(item.properties.get(ORBIT_PROPERTY, "")).lower() != orbit:
+            continue
+        kept[item.id] = item
+    return sorted(kept.values(), key=_sort_key)
+
+
+def write_item_collection(items: list[pystac.Item], out: Path, extra: Mapping[str, Any] | None = None) -> None:
+    """Write ``items`` as an ItemCollection JSON atomically; ``extra`` lands in its ``tessera:search`` field."""
+    collection = pystac.ItemCollection(items, extra_fields={"tessera:search": dict(extra or {})})
+    write_json_atomic(out, collection.to_dict(transform_hrefs=False))
+
+
+def run_search(
+    cfg: Mapping[str, Any], chunk: Chunk, year: int, product: str, out: Path, policy: RetryPolicy | None = None
+) -> int:
+    """Search ``product`` (``s2``, ``s1-ascending``, ``s1-descending``) over ``chunk`` for ``year``.
+
+    Writes the unsigned, (datetime, id)-sorted ItemCollection to ``out`` (also when empty) and
+    returns the number of items.
+
+    Raises:
+        ConfigError: unknown product or source.
+        DataSourceError: the STAC API failed after retries or answered something unusable.
+    """
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    install_redaction()
+    kind, orbit = _product_kind(product)
+    source = resolve_source(cfg, kind)
+    params = search_parameters(source, chunk, year, orbit)
+    log.info("searching %s %s for chunk %s, %d, bbox %s", source.url, source.collection, chunk.id, year, params["bbox"])
+    try:
+        client = Client.open(source.url, stac_io=stac_api_io(policy))  # type: ignore[arg-type]
+        found: list[pystac.Item] = []
+        for page in client.search(**params).pages():
+            found.extend(page.items)
+            log.info("%s: %d items so far", product, len(found))
+    except (APIError, OSError, ValueError) as exc:
+        raise DataSourceError(
+            f"STAC search of {source.collection} at {source.url} failed: {redact(str(exc))}; "
+            "check the url/collection in the config or re-run later"
+        ) from None
+    items = select_items(found, orbit)
+    if not items:
+        log.warning("no %s items for chunk %s in %d: writing an empty collection", product, chunk.id, year)
+    meta = {"product": product, "chunk": chunk.id, "year": year, **params, "source": source.describe()}
+    write_item_collection(items, out, meta)
+    log.info("%s: %d items for chunk %s, %d -> %s", product, len(items), chunk.id, year, out)
+    return len(items)

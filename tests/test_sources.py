@@ -1,0 +1,98 @@
+"""Provider defaults, config overrides, signing at read time, Earthdata token lookup, URL redaction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tessera.errors import ConfigError, DataSourceError, TransportError
+from tessera.sources import TEST_SAS_QUERY, earthdata_token, resolve_source
+from tessera.transport import MissingAssetError, RetryPolicy, RetryStats, call_with_retries, install_redaction, redact
+
+
+def test_planetary_computer_defaults() -> None:
+    s2 = resolve_source({"s2": {"source": "planetary-computer"}}, "s2")
+    assert s2.url == "https://planetarycomputer.microsoft.com/api/stac/v1" and s2.collection == "sentinel-2-l2a"
+    assert s2.asset("B8A") == "B8A" and s2.asset("SCL") == "SCL" and not s2.harmonised
+    assert s2.sign == "planetary-computer" and s2.href_patcher() is not None
+    s1 = resolve_source({"s1": {"source": "planetary-computer"}}, "s1")
+    assert (s1.collection, s1.asset("vv"), s1.resampling) == ("sentinel-1-rtc", "vv", "nearest")
+
+
+def test_earth_search_and_opera_defaults() -> None:
+    es = resolve_source({"s2": {"source": "earth-search"}}, "s2")
+    assert es.url == "https://earth-search.aws.element84.com/v1" and es.harmonised and es.href_patcher() is None
+    assert [es.asset(b) for b in ("B02", "B8A", "B11", "SCL")] == ["blue", "nir08", "swir16", "scl"]
+    op = resolve_source({"s1": {"source": "opera"}}, "s1")
+    assert op.resampling == "bilinear" and op.auth == "earthdata" and not op.orbit_query
+
+
+def test_overrides_and_errors() -> None:
+    src = resolve_source(
+        {"s2": {"source": "stac", "url": "http://x/", "collection": "c", "assets": {"B02": "b2"}, "sign": "test-sas"}},
+        "s2",
+    )
+    assert (src.url, src.collection, src.asset("B02")) == ("http://x", "c", "b2")
+    with pytest.raises(ConfigError, match="B03"):
+        src.asset("B03")
+    patch = src.href_patcher()
+    assert patch is not None and patch("http://h/a.tif") == f"http://h/a.tif?{TEST_SAS_QUERY}"
+    assert patch("http://h/a.tif?x=1") == f"http://h/a.tif?x=1&{TEST_SAS_QUERY}"
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve_source({"s2": {"source": "nope"}}, "s2")
+    with pytest.raises(ConfigError, match="url"):
+        resolve_source({"s1": {"source": "stac"}}, "s1")
+    with pytest.raises(ConfigError, match="does not serve"):
+        resolve_source({"s2": {"source": "opera"}}, "s2")
+
+
+def test_earthdata_token(tmp_path: Path) -> None:
+    assert earthdata_token({"EARTHDATA_TOKEN": "tok"}, tmp_path / "none") == "tok"
+    rc = tmp_path / "netrc"
+    rc.write_text("machine urs.earthdata.nasa.gov login me password nettok\n")
+    rc.chmod(0o600)
+    assert earthdata_token({}, rc) == "nettok"
+    with pytest.raises(DataSourceError, match="EARTHDATA_TOKEN"):
+        earthdata_token({}, tmp_path / "none")
+
+
+def test_redaction_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"https://acct.blob.core.windows.net/c/B04.tif?{TEST_SAS_QUERY}"
+    assert redact(f"HTTP 404 for '{url}'") == "HTTP 404 for 'https://acct.blob.core.windows.net/c/B04.tif?<redacted>'"
+    install_redaction()
+    with caplog.at_level(logging.ERROR, logger="odc.loader._rio"):
+        logging.getLogger("odc.loader._rio").error("Failed to load %s", url)
+    assert "FAKE-SAS" not in caplog.text and "B04.tif?<redacted>" in caplog.text
+
+
+def test_call_with_retries_classifies() -> None:
+    import rasterio.errors
+
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=3, backoff_s=0.5, max_backoff_s=0.75)
+    calls = iter([rasterio.errors.RasterioIOError("CURL error: Connection reset by peer"), 42])
+
+    def flaky() -> int:
+        v = next(calls)
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    stats = RetryStats()
+    assert call_with_retries(flaky, "x", stats, policy, sleep=sleeps.append) == 42
+    assert stats.scene_retries == 1 and sleeps == [0.5]
+
+    def timeout() -> None:
+        raise rasterio.errors.RasterioIOError(f"http://h/a.tif?{TEST_SAS_QUERY}: Operation timed out")
+
+    with pytest.raises(TransportError) as info:
+        call_with_retries(timeout, "y", stats, policy, sleep=sleeps.append)
+    assert sleeps[1:] == [0.5, 0.75] and "FAKE-SAS" not in str(info.value)
+
+    def gone() -> None:
+        raise rasterio.errors.RasterioIOError("HTTP response code: 404")
+
+    with pytest.raises(MissingAssetError):
+        call_with_retries(gone, "z", RetryStats(), policy, sleep=sleeps.append)
