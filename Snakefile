@@ -17,6 +17,10 @@ include: "rules/infer.smk"
 include: "rules/products.smk"
 
 
+onsuccess:
+    report_skipped_scenes()
+
+
 rule all:
     input:
         all_products(),

@@ -93,6 +93,16 @@ def year_searches(wildcards):
     ]
 
 
+def year_stack_qa(wildcards):
+    """qa.json and valid-count map of every read step of one year."""
+    return [
+        f"{RES}/{wildcards.year}/stack/{cid}/{product}/{name}"
+        for cid in CHUNKS
+        for product in ("s2", "s1-ascending", "s1-descending")
+        for name in ("qa.json", "valid_count.npy")
+    ]
+
+
 def product_files(year):
     """Named products of one year: COG, STAC Item, quicklook and (int8) the scales COG."""
     stem = f"{RES}/{year}/products/tessera_{year}"
@@ -101,4 +111,20 @@ def product_files(year):
 
 
 def all_products():
-    return [f for year in YEARS for f in product_files(year).values()]
+    qa = [f"{RES}/{year}/products/tessera_{year}_qa.md" for year in YEARS]
+    return [f for year in YEARS for f in product_files(year).values()] + qa
+
+
+def report_skipped_scenes():
+    """At the end of a run, say which scenes were skipped (never silently)."""
+    from tessera.qa import load_stack_qa, skipped_scenes
+
+    for year in YEARS:
+        stack = Path(RES) / year / "stack"
+        if not all((stack / cid / p / "qa.json").exists() for cid in CHUNKS for p in ("s2", "s1-ascending", "s1-descending")):
+            continue
+        rows = skipped_scenes(load_stack_qa(stack, list(CHUNKS)))
+        if rows:
+            print(f"tessera: {year}: {len(rows)} scene(s) skipped (details in {RES}/{year}/products/tessera_{year}_qa.md):", file=sys.stderr)
+            for cid, product, scene, reason in rows:
+                print(f"  {cid} {product} {scene}: {reason}", file=sys.stderr)

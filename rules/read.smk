@@ -5,6 +5,7 @@ rule read_s2:
         bands=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/bands.npy"),
         masks=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/masks.npy"),
         doys=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/doys.npy"),
+        counts=f"{RES}/{{year}}/stack/{{chunk}}/s2/valid_count.npy",
         qa=f"{RES}/{{year}}/stack/{{chunk}}/s2/qa.json",
     log:
         f"{RES}/logs/read_s2/{{year}}/{{chunk}}.log",
@@ -27,6 +28,7 @@ rule read_s1:
     output:
         sar=temp(f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/sar_{{orbit}}.npy"),
         doy=temp(f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/sar_{{orbit}}_doy.npy"),
+        counts=f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/valid_count.npy",
         qa=f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/qa.json",
     log:
         f"{RES}/logs/read_s1/{{year}}/{{chunk}}-{{orbit}}.log",

@@ -172,6 +172,15 @@ def cmd_stitch(args: argparse.Namespace) -> None:
     stitch(cfg, roi, _year(cfg, args.year), Path(args.embeddings_dir), Path(args.search_dir), Path(args.out))
 
 
+def cmd_qa(args: argparse.Namespace) -> None:
+    """Write a year's QA report (Markdown + valid-observation map) and warn about skipped scenes."""
+    from tessera.qa import write_qa_report
+
+    cfg = _cfg(args)
+    roi = _roi(cfg)
+    write_qa_report(cfg, roi, _year(cfg, args.year), Path(args.stack_dir), Path(args.embeddings_dir), Path(args.out))
+
+
 def _add(
     sub: Any, name: str, func: Handler, arguments: Sequence[tuple[str, dict[str, Any]]], *, config: bool = True
 ) -> argparse.ArgumentParser:
@@ -243,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
             ("--embeddings-dir", req),
             ("--search-dir", req),
             ("--out", {**req, "help": "product GeoTIFF to write"}),
+        ],
+    )
+    _add(
+        sub,
+        "qa",
+        cmd_qa,
+        [
+            ("--year", {**req, "type": int}),
+            ("--stack-dir", req),
+            ("--embeddings-dir", req),
+            ("--out", {**req, "help": "Markdown report to write"}),
         ],
     )
     for module in _EXTRA_COMMANDS:

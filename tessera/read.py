@@ -114,6 +114,10 @@ class ReadQa:
         }
 
 
+#: Per-pixel count of valid observations (uint16, chunk shape), kept for the QA report.
+VALID_COUNT_FILE = "valid_count.npy"
+
+
 def item_time(item: pystac.Item) -> dt.datetime:
     """The item's acquisition time in UTC (``datetime``, else ``start_datetime``)."""
     when = item.datetime or pystac.utils.str_to_datetime(str(item.properties.get("start_datetime")))
@@ -228,6 +232,7 @@ def read_s2(
     log.info("S2 chunk %s %d: %d scenes on %d dates", chunk.id, year, len(found), t)
     bands_p, masks_p, doys_p = out_dir / "bands.npy", out_dir / "masks.npy", out_dir / "doys.npy"
     specs = {bands_p: ((t, h, w, len(S2_BANDS)), "<u2"), masks_p: ((t, h, w), "|u1")}
+    counts = np.zeros((h, w), np.uint16)
     with gdal_env(source.gdal_options(), policy), _npy_streams(specs) as streams:
         for i, (date, group) in enumerate(dates, 1):
             merger = s2.DateMerger(h, w, len(S2_BANDS))
@@ -243,6 +248,7 @@ def read_s2(
             block, mask = merger.result(roi_mask)
             streams[bands_p].append(block)
             streams[masks_p].append(mask)
+            counts += mask
             qa.valid_pixels[date] = int(mask.sum(dtype=np.int64))
             log.info(
                 "S2 %s: date %d/%d %s, %d scenes, %d valid pixels",
@@ -255,6 +261,7 @@ def read_s2(
             )
         doys = np.array([s2.day_of_year(d) for d, _ in dates], dtype="<u2")
         _save_small(doys_p, doys)
+    _save_small(out_dir / VALID_COUNT_FILE, counts)
     write_json_atomic(out_dir / "qa.json", qa.to_dict())
 
 
@@ -298,6 +305,7 @@ def read_s1(
     t = len(dates)
     log.info("S1 %s chunk %s %d: %d scenes on %d dates", orbit, chunk.id, year, len(kept), t)
     sar_p, doy_p = out_dir / f"sar_{orbit}.npy", out_dir / f"sar_{orbit}_doy.npy"
+    counts = np.zeros((h, w), np.uint16)
     with gdal_env(source.gdal_options(), policy), _npy_streams({sar_p: ((t, h, w, 2), "<i2")}) as streams:
         for i, (date, group) in enumerate(dates, 1):
             acc: np.ndarray | None = None
@@ -308,7 +316,9 @@ def read_s1(
             block = np.zeros((2, h, w), np.int16) if acc is None else acc
             block[:, ~roi_inside] = 0
             streams[sar_p].append(np.ascontiguousarray(np.moveaxis(block, 0, -1)))
-            qa.valid_pixels[date] = int(np.any(block != 0, axis=0).sum(dtype=np.int64))
+            valid = np.any(block != 0, axis=0)
+            counts += valid
+            qa.valid_pixels[date] = int(valid.sum(dtype=np.int64))
             log.info(
                 "S1 %s %s: date %d/%d %s, %d scenes, %d valid pixels",
                 orbit,
@@ -320,4 +330,5 @@ def read_s1(
                 qa.valid_pixels[date],
             )
         _save_small(doy_p, np.array([s2.day_of_year(d) for d, _ in dates], dtype="<i2"))
+    _save_small(out_dir / VALID_COUNT_FILE, counts)
     write_json_atomic(out_dir / "qa.json", qa.to_dict())
