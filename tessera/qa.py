@@ -29,9 +29,7 @@ _MAP_MAX_SIDE = 512
 
 def load_stack_qa(stack_dir: Path, chunk_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{chunk: {product: qa.json}}`` for every chunk of a year."""
-    return {
-        cid: {p: json.loads((stack_dir / cid / p / "qa.json").read_text()) for p in PRODUCTS} for cid in chunk_ids
-    }
+    return {cid: {p: json.loads((stack_dir / cid / p / "qa.json").read_text()) for p in PRODUCTS} for cid in chunk_ids}
 
 
 def skipped_scenes(qa: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, str, str]]:

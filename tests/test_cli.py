@@ -1,0 +1,55 @@
+"""The console script: one error line per named error, the test-only failure switch, plan output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tessera.cli import FAIL_FIRST_ATTEMPT_ENV, main
+
+POLY = [[0.10, 52.20], [0.12, 52.20], [0.12, 52.21], [0.10, 52.21], [0.10, 52.20]]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    roi = tmp_path / "roi.geojson"
+    roi.write_text(json.dumps({"type": "Polygon", "coordinates": [POLY]}))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"roi": str(roi), "years": [2022], "chunk_size_m": 1000, "tile_size": 40}))
+    return path
+
+
+def test_plan_lists_chunks_and_tiles(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--config", str(config)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["grid"]["crs"] == "EPSG:32631"
+    assert len(plan["chunks"]) >= 2
+    assert all(c["tiles"] for c in plan["chunks"])
+
+
+def test_named_error_is_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate-config", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tessera validate-config: error: ConfigError: config file")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_unknown_chunk_says_how_to_list_them(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--chunk", "1000m_E0_N0", "--year", "2022", "--product", "s2", "--out", "x.json"]
+    rc = main(["search", "--config", str(config), *args])
+    assert rc == 2
+    assert "tessera plan" in capsys.readouterr().err
+
+
+def test_first_attempt_failure_switch(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(FAIL_FIRST_ATTEMPT_ENV, f"plan={tmp_path / 'markers'}")
+    assert main(["plan", "--config", str(config)]) == 3
+    assert "injected test failure" in capsys.readouterr().err
+    assert main(["plan", "--config", str(config)]) == 0
+    # other subcommands are unaffected
+    assert main(["validate-config", "--config", str(config)]) == 0
