@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, QA).
-_EXTRA_COMMANDS: list[str] = []
+_EXTRA_COMMANDS: list[str] = ["tessera.demo", "tessera.servers"]
 
 
 #: Test-only switch: ``<subcommand>=<marker dir>`` makes the first attempt of every job of that

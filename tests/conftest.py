@@ -1,0 +1,66 @@
+"""Shared fixtures: the seeded demo world and the real loopback servers that serve it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tessera import servers as _servers
+from tessera.demo import generate_demo_data
+from tessera.errors import ServerError
+from tessera.servers import DemoServers, FaultConfig
+
+SKIP_ENV = "TESSERA_SKIP_SERVER_TESTS"
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo world for 2022, generated once per session."""
+    out = tmp_path_factory.mktemp("demo-data")
+    generate_demo_data(out, [2022], seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_servers_session(demo_data_dir: Path) -> Iterator[DemoServers]:
+    """pgstac STAC API + range server over the demo data (fails, not skips, without PostgreSQL)."""
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1: server tests skipped on request")
+    try:
+        ctx = _servers.demo_servers(demo_data_dir)
+        servers = ctx.__enter__()
+    except ServerError as exc:
+        pytest.fail(f"demo servers could not start: {exc} (set {SKIP_ENV}=1 to skip server tests)")
+    try:
+        yield servers
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@pytest.fixture
+def demo_servers(demo_servers_session: DemoServers) -> Iterator[DemoServers]:
+    """The session's demo servers with faults off and request counters zeroed."""
+    demo_servers_session.range_server.set_faults(FaultConfig())
+    demo_servers_session.range_server.reset_counters()
+    yield demo_servers_session
+
+
+@pytest.fixture
+def faulty_demo_servers(demo_servers_session: DemoServers) -> Iterator[Callable[..., DemoServers]]:
+    """Factory: ``faulty_demo_servers(rate=0.3, kinds=("429",), ...)`` turns on seeded COG faults.
+
+    The arguments are those of `FaultConfig`; faults are switched off again after the test.
+    """
+    rs = demo_servers_session.range_server
+
+    def make(**kwargs: object) -> DemoServers:
+        rs.set_faults(FaultConfig(**kwargs))  # type: ignore[arg-type]
+        rs.reset_counters()
+        return demo_servers_session
+
+    yield make
+    rs.set_faults(FaultConfig())
+    rs.reset_counters()

@@ -1,0 +1,101 @@
+"""The seeded demo world: deterministic bytes and Planetary-Computer-shaped items."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from tessera.demo import generate_demo_data, is_generated
+
+S2_ASSETS = {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL"}
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def _items(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (root / "items.ndjson").read_text().splitlines()]
+
+
+def test_same_seed_same_bytes(demo_data_dir: Path, tmp_path: Path) -> None:
+    generate_demo_data(tmp_path / "again", [2022], seed=0)
+    first, second = _hashes(demo_data_dir), _hashes(tmp_path / "again")
+    assert len(first) > 500
+    assert first == second
+    assert is_generated(demo_data_dir, [2022], 0)
+    assert not is_generated(demo_data_dir, [2023], 0)
+
+
+def test_s2_items_have_the_planetary_computer_shape(demo_data_dir: Path) -> None:
+    s2 = [it for it in _items(demo_data_dir) if it["collection"] == "sentinel-2-l2a"]
+    by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in s2:
+        props = it["properties"]
+        assert set(it["assets"]) >= S2_ASSETS
+        for key in ("datetime", "platform", "proj:epsg", "eo:cloud_cover", "s2:mgrs_tile", "s2:processing_baseline"):
+            assert key in props, key
+        assert it["assets"]["B02"]["proj:shape"][0] == 2 * it["assets"]["SCL"]["proj:shape"][0]
+        assert it["assets"]["B02"]["proj:transform"][0] == 10 and it["assets"]["B11"]["proj:transform"][0] == 20
+        assert not it["assets"]["B02"]["href"].startswith(("/", "http"))
+        lon0, lat0, lon1, lat1 = it["bbox"]
+        assert -1 < lon0 < lon1 < 1 and 52 < lat0 < lat1 < 53
+        by_day[props["datetime"][:10]].append(it)
+    # every date has two granules of different tiles and footprints (same-day merging)
+    assert len(by_day) >= 35
+    for granules in by_day.values():
+        assert len({g["properties"]["s2:mgrs_tile"] for g in granules}) == 2
+        assert granules[0]["bbox"] != granules[1]["bbox"]
+    baselines = {it["properties"]["datetime"][:10]: it["properties"]["s2:processing_baseline"] for it in s2}
+    assert baselines["2022-01-24"] < "04.00" <= baselines["2022-02-03"]
+    assert {c for c in (it["properties"]["eo:cloud_cover"] for it in s2)} != {0.0}
+
+
+def test_baseline_offset_is_in_the_stored_dn(demo_data_dir: Path) -> None:
+    s2 = {it["id"]: it for it in _items(demo_data_dir) if it["properties"].get("s2:mgrs_tile") == "31UCU"}
+    pair = [
+        next(it for it in s2.values() if it["properties"]["datetime"].startswith(d))
+        for d in ("2022-01-24", "2022-02-03")
+    ]
+    assert [it["properties"]["s2:processing_baseline"] for it in pair] == ["03.01", "04.00"]
+    b04, scl = [], []
+    for it in pair:
+        with rasterio.open(demo_data_dir / it["assets"]["B04"]["href"]) as src:
+            assert src.profile["dtype"] == "uint16"
+            b04.append(src.read(1)[::2, ::2].astype(np.int32))
+        with rasterio.open(demo_data_dir / it["assets"]["SCL"]["href"]) as src:
+            assert src.profile["dtype"] == "uint8"
+            scl.append(src.read(1))
+    clear = np.isin(scl[0], (4, 5, 6)) & np.isin(scl[1], (4, 5, 6))
+    assert clear.sum() > 1000
+    # reflectance barely changes in winter: the step between the two dates is the +1000 offset
+    assert 950 < float(np.median(b04[1][clear] - b04[0][clear])) < 1050
+
+
+def test_s1_items_have_both_orbits_on_different_days(demo_data_dir: Path) -> None:
+    s1 = [it for it in _items(demo_data_dir) if it["collection"] == "sentinel-1-rtc"]
+    days = defaultdict(set)
+    for it in s1:
+        props = it["properties"]
+        assert {"vv", "vh"} <= set(it["assets"])
+        assert props["sar:polarizations"] == ["VV", "VH"] and props["sar:instrument_mode"] == "IW"
+        assert props["platform"].startswith("SENTINEL-1")
+        days[props["sat:orbit_state"]].add(props["datetime"][:10])
+    assert set(days) == {"ascending", "descending"}
+    assert len(days["ascending"]) >= 25 and len(days["descending"]) >= 25
+    assert not days["ascending"] & days["descending"]
+    with rasterio.open(demo_data_dir / s1[0]["assets"]["vv"]["href"]) as src:
+        vv = src.read(1)
+        assert src.profile["dtype"] == "float32" and src.profile["driver"] == "GTiff"
+    valid = vv[vv > 0]
+    db = 10 * np.log10(valid)
+    assert -25 < float(np.median(db)) < 0  # plausible land gamma0
+    assert float(np.std(valid / np.median(valid))) > 0.2  # speckle
