@@ -305,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except TesseraError as exc:
-        print(f"tessera {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the library wrote
+        print(f"tessera {args.command}: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tessera {args.command}: interrupted", file=sys.stderr)

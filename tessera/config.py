@@ -54,6 +54,25 @@ def _with_defaults(validator_class: Any) -> Any:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+def _where(err: jsonschema.ValidationError) -> str:
+    return "/".join(str(p) for p in err.absolute_path) or "(top level)"
+
+
+def _hint(err: jsonschema.ValidationError) -> str:
+    """How to fix one schema violation, by the JSON Schema keyword that failed."""
+    hints = {
+        "additionalProperties": "remove that key or correct its spelling",
+        "required": "add the missing key",
+        "type": f"set it to a value of type {err.validator_value}",
+        "enum": "use one of the listed values",
+        "minItems": "add at least one entry",
+        "uniqueItems": "remove the duplicate entries",
+        "minimum": f"set it to at least {err.validator_value}",
+        "exclusiveMinimum": f"set it to more than {err.validator_value}",
+    }
+    return hints.get(str(err.validator), f"set it so that {err.validator} {err.validator_value!r} holds")
+
+
 def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) -> dict[str, Any]:
     """Validate ``config``, returning a copy with every default filled in.
 
@@ -64,11 +83,9 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
     cfg = copy.deepcopy(dict(config))
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = []
-        for err in errors:
-            where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"  {where}: {err.message}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines) + "\nsee config/README.md for every key")
+        # one line: the CLI prints a named error as a single stderr line
+        parts = [f"{_where(err)}: {err.message} ({_hint(err)})" for err in errors]
+        raise ConfigError("invalid configuration: " + "; ".join(parts) + "; see config/README.md for every key")
     # a second pass fills defaults that the first pass added nested objects for
     _Validator(schema()).validate(cfg)
     hi = last_year(today)
@@ -97,7 +114,13 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(
+            f"config file {p} is not valid YAML{where} ({problem}); "
+            "fix the syntax there (brackets, quotes, indentation)"
+        ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(raw).__name__}")
     raw.update(overrides or {})

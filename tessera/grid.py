@@ -212,7 +212,10 @@ def _load_raster_roi(p: Path, resolution: float) -> Roi:
             raise RoiError(f"ROI raster {p} has no CRS; write one into it (e.g. gdal_edit.py -a_srs EPSG:32630)")
         data = src.read(1, masked=True).filled(0) > 0
         if not data.any():
-            raise RoiError(f"ROI raster {p} has no inside pixel (all zero or nodata); inside pixels must be nonzero")
+            raise RoiError(
+                f"ROI raster {p} has no inside pixel (all zero or nodata); "
+                "check the mask: inside pixels must be nonzero"
+            )
         rows = np.flatnonzero(data.any(axis=1))
         cols = np.flatnonzero(data.any(axis=0))
         t = src.transform
@@ -244,20 +247,30 @@ def _load_vector_roi(p: Path, resolution: float) -> Roi:
         meta, _, geoms, _ = pyogrio.raw.read(p)
     except Exception as exc:  # pyogrio raises DataSourceError and friends from GDAL
         raise RoiError(
-            f"ROI file {p} is neither a raster (GeoTIFF) nor a vector file (Shapefile, GeoPackage, GeoJSON): {exc}"
+            # GDAL's own advice ("prefix the path with a driver") would mislead here: keep its first clause
+            f"ROI file {p} is neither a raster (GeoTIFF) nor a vector file (Shapefile, GeoPackage, GeoJSON): "
+            f"{str(exc).split('; ')[0].rstrip('.')}; "
+            "point `roi` in the config at a GeoTIFF mask or a vector file"
         ) from exc
+    if geoms is None or meta.get("geometry_type") is None:
+        raise RoiError(
+            f"ROI file {p} is a table without geometries; point `roi` in the config at a GeoTIFF mask or a "
+            "vector file with polygons"
+        )
     if meta.get("crs") is None:
         raise RoiError(f"ROI vector {p} has no CRS; add one (GeoJSON is WGS 84 by definition: check the file)")
     shapes = [g for g in shapely.from_wkb(geoms) if g is not None and not g.is_empty]
     if not shapes:
-        raise RoiError(f"ROI vector {p} has no geometry; it must hold at least one polygon")
+        raise RoiError(f"ROI vector {p} has no geometry; add at least one polygon to it")
     src_crs = CRS.from_user_input(meta["crs"])
     union = shapely.union_all(shapes)
     out_crs = _output_crs(src_crs, union.bounds, f"ROI vector {p}")
     projected = rasterio.warp.transform_geom(src_crs, out_crs, mapping(union))
     geom = shapely.geometry.shape(projected)
     if geom.area <= 0:
-        raise RoiError(f"ROI vector {p} has no area; it must hold polygons, not points or lines")
+        raise RoiError(
+            f"ROI vector {p} has no area (only points or lines); use a polygon file, or buffer the points/lines first"
+        )
     col0, row0, col1, row1 = _snap_bounds(geom.bounds, resolution)
     grid = Grid(out_crs, resolution, col0, row0, col1 - col0, row1 - row0)
     return Roi(p, "vector", grid, (dict(projected),))

@@ -150,6 +150,9 @@ def _geobox(grid: Grid) -> Any:
     return GeoBox((grid.height, grid.width), grid.transform, grid.crs)
 
 
+_READ_THREADS = 4
+
+
 def load_item(
     item: pystac.Item,
     asset_keys: Sequence[str],
@@ -170,6 +173,8 @@ def load_item(
         fail_on_error=True,
         chunks=None,
         groupby="id",
+        # the assets of a scene are separate files: read them concurrently (I/O bound)
+        pool=_READ_THREADS,
     )
     out = np.stack([ds[k].values[0] for k in asset_keys])
     if out.shape[1:] != grid.shape:

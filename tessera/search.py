@@ -109,9 +109,10 @@ def run_search(
             found.extend(page.items)
             log.info("%s: %d items so far", product, len(found))
     except (APIError, OSError, ValueError) as exc:
+        detail = " ".join(redact(str(exc)).split())[:300]  # an HTML error page must not flood the log
         raise DataSourceError(
-            f"STAC search of {source.collection} at {source.url} failed: {redact(str(exc))}; "
-            "check the url/collection in the config or re-run later"
+            f"STAC search of {source.collection} at {source.url} failed: {detail}; check that {kind}.url is a "
+            f"STAC API root and {kind}.collection exists, or re-run later if the service is down"
         ) from None
     items = select_items(found, orbit)
     if not items:

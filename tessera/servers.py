@@ -98,6 +98,12 @@ class _RangeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _RangeHTTPServer
 
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACK stall every response by ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("range server: " + format, *args)
 

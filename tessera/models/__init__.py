@@ -92,9 +92,17 @@ def load_payload(path: Path) -> Any:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        refused = [line for line in lines if "Unsupported global" in line]
+        if not refused:
+            # arbitrary bytes are read as a legacy pickle and fail on an unknown opcode, not on a global
+            detail = next((line for line in lines if line.startswith("Unsupported")), "not a pickle")
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or not a PyTorch file ({detail}); download it again"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {path} holds objects that are not plain tensors/containers and would need code to load "
-            f"({str(exc).splitlines()[0]}); re-save only its state dict (and args) with torch.save"
+            f"({refused[0]}); re-save only its state dict (and args) with torch.save"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
@@ -155,14 +163,14 @@ def _check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], famil
 
     def show(label: str, items: list[str]) -> str:
         more = f" ... (+{len(items) - _SHOWN_KEYS} more)" if len(items) > _SHOWN_KEYS else ""
-        return f"\n  {label} ({len(items)}): {', '.join(items[:_SHOWN_KEYS])}{more}" if items else ""
+        return f"; {label} ({len(items)}): {', '.join(items[:_SHOWN_KEYS])}{more}" if items else ""
 
     raise CheckpointError(
-        f"checkpoint {path} does not match the {family} architecture:"
+        f"checkpoint {path} does not match the {family} architecture"
         + show("missing keys", missing)
         + show("unexpected keys", unexpected)
         + show("shape mismatches", shapes)
-        + "\n  use the checkpoint of that family, or model.family: auto to detect it"
+        + "; use the checkpoint of that family, or model.family: auto to detect it"
     )
 
 
