@@ -1,0 +1,313 @@
+"""The STAC Item of a stitched product, with the Embeddings (``emb:``), projection and processing extensions.
+
+Validation works offline. pystac bundles the STAC core and GeoJSON schemas only; the extension
+schemas live on stac-extensions.github.io. `offline_validator` is pystac's own JSON-Schema
+validator whose schema cache also holds local stand-ins for the three extension schemas, written
+here from their field lists (Embeddings v0.0.1, projection v2.0.0, processing v1.2.0), so
+``item.validate(validator=offline_validator())`` never touches the network.
+
+The Embeddings v0.0.1 schema is followed as published: ``emb:type``, ``emb:dimensions`` and
+``emb:temporal_resolution`` are Collection fields that an Item may not carry (its ``emb:*``
+properties are a closed list), and ``emb:quantization.scale`` must be a number, so the per-pixel
+scales are pointed to by the quantisation object's ``link`` and the ``scales`` asset, and the
+dimensions are reported in ``emb:runtime_parameters`` and in ``data_type``/``gsd``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pystac
+import rasterio.warp
+from pystac.validation import JsonSchemaSTACValidator
+from shapely.geometry import box, mapping, shape
+
+from tessera.grid import Grid
+
+__all__ = [
+    "EMB_SCHEMA_URI",
+    "PROCESSING_SCHEMA_URI",
+    "PROJ_SCHEMA_URI",
+    "ProductInfo",
+    "build_item",
+    "offline_validator",
+]
+
+EMB_SCHEMA_URI = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
+PROJ_SCHEMA_URI = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+RANDOM_WARNING = "embeddings from a model with seeded random weights: plumbing demo, no meaning"
+_COG = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+_EXPRESSION: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "expression"],
+    "properties": {"format": {"type": "string"}, "expression": {}},
+}
+_LINK: dict[str, Any] = {
+    "type": "object",
+    "required": ["rel", "href"],
+    "properties": {"rel": {"type": "string"}, "href": {"type": "string"}},
+}
+_NUMBERS: dict[str, Any] = {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]}
+
+#: Local stand-in for the Embeddings extension (Item part): the fields of its README at 91601b7.
+EMB_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$id": EMB_SCHEMA_URI,
+    "type": "object",
+    "required": ["type", "stac_extensions", "properties", "assets"],
+    "properties": {
+        "type": {"const": "Feature"},
+        "stac_extensions": {"type": "array", "contains": {"const": EMB_SCHEMA_URI}},
+        "assets": {"type": "object", "required": ["embeddings"]},
+        "properties": {
+            "type": "object",
+            "properties": {
+                "emb:runtime_parameters": {"type": "object"},
+                "emb:preprocessing": _EXPRESSION,
+                "emb:postprocessing": _EXPRESSION,
+                "emb:fit_for_use": {"type": "array", "items": {"type": "string"}},
+                "emb:spatial_coverage": {"type": "string"},
+                "emb:uncertainty": {"type": "object"},
+                "emb:quantization": {
+                    "type": "object",
+                    "required": ["method", "original_dtype"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "method": {"type": "string"},
+                        "original_dtype": {"type": "string"},
+                        "quantized_dtype": {"type": "string"},
+                        "scale": _NUMBERS,
+                        "offset": _NUMBERS,
+                        "link": _LINK,
+                    },
+                },
+            },
+            "patternProperties": {"^(?!emb:)": {}},
+            "additionalProperties": False,
+        },
+    },
+}
+
+#: Local stand-in for the projection extension v2.0.0 (Item properties).
+PROJ_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$id": PROJ_SCHEMA_URI,
+    "type": "object",
+    "properties": {
+        "properties": {
+            "type": "object",
+            "properties": {
+                "proj:code": {"type": ["string", "null"]},
+                "proj:transform": {"type": "array", "items": {"type": "number"}, "minItems": 6, "maxItems": 9},
+                "proj:shape": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                "proj:bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 6},
+            },
+            "anyOf": [{"required": ["proj:code"]}, {"required": ["proj:wkt2"]}, {"required": ["proj:projjson"]}],
+        }
+    },
+}
+
+#: Local stand-in for the processing extension v1.2.0 (Item properties).
+PROCESSING_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$id": PROCESSING_SCHEMA_URI,
+    "type": "object",
+    "properties": {
+        "properties": {
+            "type": "object",
+            "properties": {
+                "processing:datetime": {"type": "string", "format": "date-time"},
+                "processing:version": {"type": "string"},
+                "processing:lineage": {"type": "string"},
+                "processing:level": {"type": "string"},
+                "processing:software": {"type": "object", "additionalProperties": {"type": "string"}},
+                "processing:expression": _EXPRESSION,
+            },
+        }
+    },
+}
+
+
+def offline_validator() -> JsonSchemaSTACValidator:
+    """pystac's JSON-Schema validator with the extension schemas above preloaded (no network)."""
+    validator = JsonSchemaSTACValidator()
+    for uri, schema in (
+        (EMB_SCHEMA_URI, EMB_SCHEMA),
+        (PROJ_SCHEMA_URI, PROJ_SCHEMA),
+        (PROCESSING_SCHEMA_URI, PROCESSING_SCHEMA),
+    ):
+        validator.schema_cache[uri] = schema
+    return validator
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """What the Item says about a stitched product."""
+
+    item_id: str
+    year: int
+    grid: Grid
+    dims: int
+    int8: bool
+    quant_rule: str
+    """``v1`` or ``v2`` (`tessera.quantize`)."""
+    model_family: str
+    model_version: str
+    checkpoint_sha256: str | None
+    checkpoint_href: str | None
+    """Checkpoint file name or path relative to the Item (never absolute), or None for random weights."""
+    random_weights: bool
+    data_source: dict[str, str]
+    """``{"s2": provider, "s1": provider}``."""
+    pipeline_version: str
+    runtime: dict[str, Any]
+    """Runtime parameters (dimensions, output, precision, devices, batch size, repeats)."""
+    valid_pixels: int
+    source_links: list[tuple[str, str, int]]
+    """``(relative href, title, scene count)`` per source ItemCollection."""
+    assets: dict[str, str]
+    """Relative hrefs: ``embeddings``, ``quicklook`` and (int8) ``scales``."""
+
+
+def _footprint(grid: Grid) -> dict[str, Any]:
+    geom = rasterio.warp.transform_geom(grid.crs, "EPSG:4326", mapping(box(*grid.bounds)), precision=7)
+    return dict(geom)
+
+
+def _properties(info: ProductInfo, now: dt.datetime) -> dict[str, Any]:
+    t = info.grid.transform
+    props: dict[str, Any] = {
+        "title": f"TESSERA embeddings {info.year}" + (" (RANDOM WEIGHTS DEMO)" if info.random_weights else ""),
+        "description": (
+            f"TESSERA {info.model_family} pixel embeddings ({info.dims} dimensions) of the calendar year {info.year} "
+            f"from Sentinel-2 L2A ({info.data_source['s2']}) and Sentinel-1 RTC ({info.data_source['s1']}) time series."
+        ),
+        "data_type": "int8" if info.int8 else "float32",
+        "gsd": info.grid.resolution,
+        "proj:code": info.grid.crs,
+        "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+        "proj:shape": [info.grid.height, info.grid.width],
+        "processing:datetime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "processing:version": info.pipeline_version,
+        "processing:software": {"tessera-pipeline": info.pipeline_version},
+        "emb:runtime_parameters": info.runtime,
+        "emb:preprocessing": {
+            "format": "text",
+            "expression": "per-pixel S2 L2A (SCL-masked) and S1 RTC (ascending and descending, scaled dB) time series "
+            "of the year; standardised with the model family's band statistics",
+        },
+        "emb:postprocessing": {
+            "format": "text",
+            "expression": f"first {info.dims} dimensions"
+            + (f"; int8 per-pixel symmetric quantisation (rule {info.quant_rule})" if info.int8 else ""),
+        },
+        "tessera:model_family": info.model_family,
+        "tessera:model_version": info.model_version,
+        "tessera:checkpoint_sha256": info.checkpoint_sha256,
+        "tessera:random_weights": info.random_weights,
+        "tessera:data_source": info.data_source,
+        "tessera:pipeline_version": info.pipeline_version,
+        "tessera:year": info.year,
+        "tessera:valid_pixels": info.valid_pixels,
+    }
+    if info.random_weights:
+        props["tessera:warning"] = RANDOM_WARNING
+    if info.int8:
+        props["emb:quantization"] = {
+            "method": "per_pixel_scale",
+            "original_dtype": "float32",
+            "quantized_dtype": "int8",
+            "offset": 0,
+            "link": {
+                "rel": "emb:scales",
+                "href": info.assets["scales"],
+                "type": _COG,
+                "title": f"float32 per-pixel scale: value = code * scale; code -128 = nodata (rule {info.quant_rule})",
+            },
+        }
+    return props
+
+
+def _assets(info: ProductInfo) -> dict[str, pystac.Asset]:
+    kind = "int8 codes (dequantise with the scales asset)" if info.int8 else "float32"
+    assets = {
+        "embeddings": pystac.Asset(
+            info.assets["embeddings"],
+            title=f"TESSERA embeddings, {info.dims} bands A00.., {kind}",
+            media_type=_COG,
+            roles=["data"],
+            extra_fields={"nodata": -128 if info.int8 else "nan", "data_type": "int8" if info.int8 else "float32"},
+        ),
+        "quicklook": pystac.Asset(
+            info.assets["quicklook"],
+            title="first three principal components",
+            media_type=pystac.MediaType.PNG,
+            roles=["overview", "visual"],
+        ),
+    }
+    if info.int8:
+        assets["scales"] = pystac.Asset(
+            info.assets["scales"],
+            title="per-pixel dequantisation scale",
+            media_type=_COG,
+            roles=["data"],
+            extra_fields={"nodata": "nan", "data_type": "float32"},
+        )
+    return assets
+
+
+def build_item(info: ProductInfo, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The product's STAC Item as a JSON-ready dict (relative hrefs, no self link).
+
+    Args:
+        info: What to describe.
+        now: Processing time (UTC); defaults to the current time.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    geom = _footprint(info.grid)
+    item = pystac.Item(
+        id=info.item_id,
+        geometry=geom,
+        bbox=list(shape(geom).bounds),
+        datetime=None,
+        properties=_properties(info, now),
+        stac_extensions=[EMB_SCHEMA_URI, PROJ_SCHEMA_URI, PROCESSING_SCHEMA_URI],
+        start_datetime=dt.datetime(info.year, 1, 1, tzinfo=dt.UTC),
+        end_datetime=dt.datetime(info.year, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+    )
+    for key, asset in _assets(info).items():
+        item.add_asset(key, asset)
+    sha = info.checkpoint_sha256 or "none"
+    model_title = (
+        f"TESSERA {info.model_family} model, no checkpoint: {RANDOM_WARNING}"
+        if info.random_weights
+        else f"TESSERA {info.model_family} checkpoint, sha256 {sha}"
+    )
+    item.add_link(
+        pystac.Link(
+            "emb:model",
+            info.checkpoint_href or f"urn:tessera:model:{info.model_family}:random-weights",
+            title=model_title,
+            extra_fields={"checkpoint:sha256": info.checkpoint_sha256},
+        )
+    )
+    for href, title, count in info.source_links:
+        item.add_link(
+            pystac.Link(
+                "emb:source-data",
+                href,
+                media_type=pystac.MediaType.GEOJSON,
+                title=title,
+                extra_fields={"tessera:scenes": count},
+            )
+        )
+    return item.to_dict(include_self_link=False, transform_hrefs=False)

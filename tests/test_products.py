@@ -1,0 +1,315 @@
+"""Stitched products: COG layout and values, STAC Item, quicklook, failure behaviour."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import pystac.validation
+import pytest
+import rasterio
+from affine import Affine
+
+import tessera.cog
+import tessera.products
+from tessera.errors import TileError
+from tessera.grid import Roi, load_roi, plan_chunks, plan_tiles
+from tessera.products import product_paths, stitch
+from tessera.quicklook import write_quicklook
+from tessera.stacitem import EMB_SCHEMA_URI, offline_validator
+
+DIMS = 16
+TILE = 16
+CHUNK_M = 300.0  # 30 px chunks: the 70 x 50 ROI spans 3 x 2 chunks, most of them clipped
+YEAR = 2022
+SHA = "ab" * 32
+
+
+@dataclass
+class World:
+    cfg: dict[str, Any]
+    roi: Roi
+    emb_dir: Path
+    search_dir: Path
+    out: Path
+    truth: np.ndarray
+    """float32 (H, W, D) embeddings on the ROI grid, NaN outside the ROI."""
+
+
+def _embedding(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Structured embeddings: four zones, each with its own direction, plus a smooth ramp."""
+    rng = np.random.default_rng(7)
+    directions = rng.normal(size=(4, DIMS)).astype(np.float32)
+    zone = (cols % 40 >= 20).astype(int) + 2 * (rows % 30 >= 15).astype(int)
+    ramp = np.sin(cols[..., None] * 0.05 + rows[..., None] * 0.03 + np.arange(DIMS) * 0.4)
+    return (directions[zone] + 0.3 * ramp).astype(np.float32)
+
+
+def _quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.maximum(np.abs(x).max(axis=-1) / 127.0, 1e-8).astype(np.float32)
+    return np.clip(np.round(x / scale[..., None]), -128, 127).astype(np.int8), scale
+
+
+def _write_roi(path: Path) -> None:
+    mask = np.ones((50, 70), np.uint8)
+    rr, cc = np.mgrid[0:50, 0:70]
+    mask[rr + cc > 95] = 0  # bottom-right corner outside; the bounding box stays 70 x 50
+    profile = {"driver": "GTiff", "width": 70, "height": 50, "count": 1, "dtype": "uint8", "crs": "EPSG:32630"}
+    with rasterio.open(path, "w", transform=Affine(10, 0, 500150, 0, -10, 5000080), **profile) as ds:
+        ds.write(mask, 1)
+
+
+def _sidecar(output: str, random_weights: bool) -> dict[str, Any]:
+    return {
+        "model_family": "demo" if random_weights else "v1.1",
+        "checkpoint_sha256": None if random_weights else SHA,
+        "random_weights": random_weights,
+        "dimensions": DIMS,
+        "output": output,
+        "precision": "fp32",
+        "device": "cpu",
+        "pipeline_version": "0.0.0",
+        "year": YEAR,
+        "valid_pixels": 1,
+        "nodata_pixels": 0,
+        "nodata_reasons": {},
+    }
+
+
+def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -> World:
+    _write_roi(tmp / "roi.tif")
+    roi = load_roi(tmp / "roi.tif", 10.0)
+    cfg = {
+        "chunk_size_m": CHUNK_M,
+        "tile_size": TILE,
+        "model": {"output": output, "checkpoint": None if random_weights else "/somewhere/tessera_v1_1.pt"},
+        "s2": {"source": "planetary-computer"},
+        "s1": {"source": "planetary-computer"},
+    }
+    g = roi.grid
+    rows, cols = np.mgrid[0 : g.height, 0 : g.width]
+    truth = _embedding(cols + g.col, rows + g.row)
+    truth[roi.mask(g) == 0] = np.nan
+    emb_dir, search_dir = tmp / "embeddings", tmp / "search"
+    for chunk in plan_chunks(roi, CHUNK_M):
+        (emb_dir / chunk.id).mkdir(parents=True)
+        (search_dir / chunk.id).mkdir(parents=True)
+        for product in ("s2", "s1-ascending", "s1-descending"):
+            feats = [{"type": "Feature", "id": f"{product}-{chunk.id}"}]
+            (search_dir / chunk.id / f"{product}.json").write_text(
+                json.dumps({"type": "FeatureCollection", "features": feats})
+            )
+        for t in plan_tiles(roi, chunk, TILE):
+            col, row = chunk.grid.window(t.x0, t.y0, t.x1 - t.x0, t.y1 - t.y0).offset_in(g)
+            real = truth[row : row + t.y1 - t.y0, col : col + t.x1 - t.x0]
+            base = emb_dir / chunk.id / t.name
+            if output == "int8":
+                codes = np.full((TILE, TILE, DIMS), 99, np.int8)  # padding junk: must never be read
+                scales = np.full((TILE, TILE), 5.0, np.float32)
+                ok = np.isfinite(real).all(axis=-1)
+                q, s = _quantize(np.nan_to_num(real))
+                codes[: real.shape[0], : real.shape[1]] = np.where(ok[..., None], q, 0)
+                scales[: real.shape[0], : real.shape[1]] = np.where(ok, s, np.nan)
+                np.save(base.with_suffix(".npy"), codes)
+                np.save(base.with_name(t.name + "_scales.npy"), scales)
+            else:
+                values = np.full((TILE, TILE, DIMS), 7.0, np.float32)
+                values[: real.shape[0], : real.shape[1]] = real
+                np.save(base.with_suffix(".npy"), values)
+            base.with_suffix(".json").write_text(json.dumps(_sidecar(output, random_weights)))
+    out = tmp / "products" / f"tessera_{YEAR}.tif"
+    return World(cfg, roi, emb_dir, search_dir, out, truth)
+
+
+def _stitch(w: World) -> None:
+    stitch(w.cfg, w.roi, YEAR, w.emb_dir, w.search_dir, w.out, block_size=16, window_blocks=2)
+
+
+def _check_cog(path: Path, w: World, count: int, dtype: str) -> None:
+    with rasterio.open(path) as ds:
+        assert ds.crs.to_epsg() == 32630
+        assert ds.transform == w.roi.grid.transform
+        assert (ds.height, ds.width) == w.roi.grid.shape
+        assert ds.count == count and ds.dtypes[0] == dtype
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+        assert ds.overviews(1), "COG without overviews"
+        assert ds.block_shapes[0] == (16, 16)
+
+
+def test_int8_product_values_layout_and_tags(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    _stitch(w)
+    paths = product_paths(w.out, int8=True)
+    _check_cog(paths["cog"], w, DIMS, "int8")
+    _check_cog(paths["scales"], w, 1, "float32")
+    with rasterio.open(paths["cog"]) as ds, rasterio.open(paths["scales"]) as ss:
+        codes, scales = ds.read(), ss.read(1)
+        tags, descriptions, nodata = ds.tags(), ds.descriptions, ds.nodata
+    assert nodata == -128
+    assert descriptions == tuple(f"A{i:02d}" for i in range(DIMS))
+    assert tags["TESSERA_MODEL_FAMILY"] == "v1.1" and tags["TESSERA_MODEL_VERSION"] == "1.1"
+    assert tags["TESSERA_CHECKPOINT_SHA256"] == SHA and tags["TESSERA_RANDOM_WEIGHTS"] == "false"
+    assert tags["TESSERA_YEAR"] == str(YEAR) and "TESSERA_WARNING" not in tags
+    assert tags["TESSERA_DATA_SOURCE"] == "s2=planetary-computer;s1=planetary-computer"
+    assert "per-pixel scale" in tags["TESSERA_QUANTIZATION"] and tags["TESSERA_PIPELINE_VERSION"]
+    inside = np.isfinite(w.truth).all(axis=-1)
+    assert (~inside).any() and inside.any()
+    assert (codes[:, ~inside] == -128).all() and np.isnan(scales[~inside]).all()
+    q, s = _quantize(np.nan_to_num(w.truth))
+    np.testing.assert_array_equal(codes[:, inside], np.moveaxis(q, -1, 0)[:, inside])
+    np.testing.assert_array_equal(scales[inside], s[inside])
+    deq = np.moveaxis(codes, 0, -1).astype(np.float32) * scales[..., None]
+    np.testing.assert_allclose(deq[inside], w.truth[inside], atol=float(np.nanmax(s)))
+
+
+def test_float32_product_random_weights(tmp_path: Path) -> None:
+    w = _make_world(tmp_path, output="float32", random_weights=True)
+    _stitch(w)
+    paths = product_paths(w.out, int8=False)
+    assert "scales" not in paths and not (tmp_path / "products" / f"tessera_{YEAR}_scales.tif").exists()
+    _check_cog(w.out, w, DIMS, "float32")
+    with rasterio.open(w.out) as ds:
+        values, tags = ds.read(), ds.tags()
+        assert np.isnan(ds.nodata)
+    np.testing.assert_array_equal(np.moveaxis(values, 0, -1), w.truth)  # NaN where the truth is NaN
+    assert tags["TESSERA_RANDOM_WEIGHTS"] == "true" and "random weights" in tags["TESSERA_WARNING"]
+    assert tags["TESSERA_CHECKPOINT_SHA256"] == "none" and tags["TESSERA_QUANTIZATION"].startswith("none")
+
+
+def test_overview_pixels_dequantise_consistently(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    _stitch(w)
+    paths = product_paths(w.out, int8=True)
+    with rasterio.open(paths["cog"], overview_level=0) as ds, rasterio.open(paths["scales"], overview_level=0) as ss:
+        codes, scales = ds.read(), ss.read(1)
+    ok = np.isfinite(scales)
+    assert ok.any() and (codes[:, ~ok] == -128).all()
+    # nearest overviews keep whole pixels: every overview vector is one of the full-resolution vectors
+    deq = np.moveaxis(codes, 0, -1)[ok].astype(np.float32) * scales[ok][:, None]
+    full = w.truth[np.isfinite(w.truth).all(axis=-1)]
+    dist = np.abs(deq[:, None, :] - full[None, :, :]).max(axis=-1).min(axis=1)
+    assert dist.max() < 0.05
+
+
+def test_writer_streams_window_by_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _make_world(tmp_path)
+    seen: list[tuple[int, int]] = []
+    real_fill = tessera.cog._fill
+
+    def spy(win: Any, *args: Any) -> Any:
+        seen.append((int(win.height), int(win.width)))
+        return real_fill(win, *args)
+
+    monkeypatch.setattr(tessera.cog, "_fill", spy)
+    _stitch(w)
+    h, wd = w.roi.grid.shape
+    assert len(seen) == -(-h // 32) * -(-wd // 32)  # 32 = block 16 x 2 blocks per window
+    assert max(max(s) for s in seen) <= 32
+    assert sum(a * b for a, b in seen) == h * wd  # every pixel written exactly once
+
+
+def test_sidecar_disagreement_is_a_named_error(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    odd = sorted(w.emb_dir.glob("*/*.json"))[3]
+    meta = json.loads(odd.read_text())
+    meta["checkpoint_sha256"] = "cd" * 32
+    odd.write_text(json.dumps(meta))
+    with pytest.raises(TileError, match="different models") as err:
+        _stitch(w)
+    assert f"{odd.parent.name}/{odd.stem}" in str(err.value) and "rerun" in str(err.value)
+    assert not w.out.parent.exists() or not any(w.out.parent.iterdir())
+
+
+def test_missing_tile_is_a_named_error(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    gone = sorted(w.emb_dir.glob("*/*_scales.npy"))[-1]
+    gone.unlink()
+    with pytest.raises(TileError, match="missing") as err:
+        _stitch(w)
+    assert str(gone) in str(err.value)
+
+
+def test_wrong_tile_shape_is_a_named_error(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    bad = sorted(w.emb_dir.glob("*/*[0-9].npy"))[0]
+    np.save(bad, np.zeros((TILE, TILE, DIMS + 1), np.int8))
+    with pytest.raises(TileError, match=bad.stem):
+        _stitch(w)
+    assert not any(p.name.startswith("tessera_") for p in w.out.parent.iterdir())
+
+
+def test_failure_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _make_world(tmp_path)
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tessera.products, "write_quicklook", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _stitch(w)
+    assert list(w.out.parent.iterdir()) == []  # no final file, no temporary file
+
+
+def test_stac_item_validates_offline(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    _stitch(w)
+    paths = product_paths(w.out, int8=True)
+    d = json.loads(paths["item"].read_text())
+    item = pystac.Item.from_dict(d)
+    assert item.validate(validator=offline_validator())
+    assert EMB_SCHEMA_URI in d["stac_extensions"]
+    p = d["properties"]
+    assert p["start_datetime"].startswith(f"{YEAR}-01-01") and p["end_datetime"].startswith(f"{YEAR}-12-31")
+    assert p["data_type"] == "int8" and p["gsd"] == 10.0 and p["emb:runtime_parameters"]["dimensions"] == DIMS
+    assert p["emb:quantization"]["method"] == "per_pixel_scale" and p["emb:quantization"]["offset"] == 0
+    assert p["emb:quantization"]["link"]["href"] == paths["scales"].name
+    assert p["proj:code"] == "EPSG:32630" and p["proj:shape"] == [50, 70]
+    assert p["tessera:checkpoint_sha256"] == SHA and p["tessera:random_weights"] is False
+    assert {"processing:datetime", "processing:version", "emb:preprocessing", "emb:postprocessing"} <= set(p)
+    for key in ("embeddings", "scales", "quicklook"):
+        assert (paths["item"].parent / d["assets"][key]["href"]).is_file()
+    model = [link for link in d["links"] if link["rel"] == "emb:model"]
+    assert len(model) == 1 and model[0]["href"] == "tessera_v1_1.pt" and SHA in model[0]["title"]
+    sources = [link["href"] for link in d["links"] if link["rel"] == "emb:source-data"]
+    assert len(sources) == 3 * len(plan_chunks(w.roi, CHUNK_M))
+    assert all(not Path(h).is_absolute() and (paths["item"].parent / h).is_file() for h in sources)
+    assert "/somewhere" not in paths["item"].read_text()
+    del d["assets"]["embeddings"]
+    with pytest.raises(pystac.STACValidationError):
+        pystac.validation.validate_dict(d, validator=offline_validator())
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_quicklook_shows_structure(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    _stitch(w)
+    with rasterio.open(product_paths(w.out, int8=True)["quicklook"]) as ds:
+        assert ds.driver == "PNG" and ds.count == 4 and ds.dtypes[0] == "uint8"
+        rgba = ds.read()
+    inside = np.isfinite(w.truth).all(axis=-1)
+    assert rgba.shape[1:] == inside.shape
+    assert (rgba[3][~inside] == 0).all() and (rgba[3][inside] == 255).all()
+    rgb = rgba[:3][:, inside].astype(float)
+    assert all(c.std() > 20 for c in rgb)  # zones differ in colour
+    # pixels of one zone look alike: the zone means are further apart than the within-zone spread
+    zone = ((np.arange(70)[None, :] + w.roi.grid.col) % 40 >= 20) + 2 * (
+        (np.arange(50)[:, None] + w.roi.grid.row) % 30 >= 15
+    )
+    means = np.array([rgba[:3][:, inside & (zone == z)].mean(axis=1) for z in range(4) if (inside & (zone == z)).any()])
+    assert np.linalg.norm(means[:, None] - means[None], axis=-1)[np.triu_indices(len(means), 1)].min() > 30
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_quicklook_of_a_large_product_is_decimated(tmp_path: Path) -> None:
+    w = _make_world(tmp_path, output="float32")
+    _stitch(w)
+    write_quicklook(w.out, None, tmp_path / "small.png", max_size=32)
+    with rasterio.open(tmp_path / "small.png") as ds:
+        assert (ds.height, ds.width) == (17, 24)  # 50 x 70 decimated by 3
+        rgba = ds.read()
+    assert rgba[3].any() and (rgba[3] == 0).any() and rgba[0][rgba[3] > 0].std() > 0
