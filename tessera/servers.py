@@ -92,6 +92,8 @@ class _Counters:
     requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     paths: Counter[str] = field(default_factory=Counter)
+    queries: Counter[str] = field(default_factory=Counter)
+    """Query strings seen (in memory only): tests check that signed URLs were really used."""
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
@@ -225,7 +227,10 @@ class RangeServer:
     def _draw(self, path: str) -> str | None:
         with self._lock:
             self.counters.requests += 1
-            self.counters.paths[path.split("?")[0]] += 1
+            base, _, query = path.partition("?")
+            self.counters.paths[base] += 1
+            if query:
+                self.counters.queries[query] += 1
             if self.faults.rate <= 0 or self._rng.random() >= self.faults.rate:
                 return None
             kind = self.faults.kinds[self._rng.randrange(len(self.faults.kinds))]

@@ -15,6 +15,7 @@ URLs in messages are passed through `redact` so that signatures (SAS tokens) nev
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +27,7 @@ import rasterio
 import rasterio.errors
 from urllib3.util.retry import Retry
 
-from tessera.errors import DataSourceError, TransportError
+from tessera.errors import ConfigError, DataSourceError, TransportError
 
 __all__ = [
     "MissingAssetError",
@@ -67,8 +68,23 @@ class RetryPolicy:
     """First sleep; doubled after every failed try."""
     max_backoff_s: float = 30.0
     """Cap of one sleep."""
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
+    connect_timeout_s: float = field(default_factory=lambda: _env_seconds("TESSERA_HTTP_CONNECT_TIMEOUT", 10.0))
+    """Seconds to wait for a connection (env ``TESSERA_HTTP_CONNECT_TIMEOUT``)."""
+    read_timeout_s: float = field(default_factory=lambda: _env_seconds("TESSERA_HTTP_READ_TIMEOUT", 60.0))
+    """Seconds to wait for a response (env ``TESSERA_HTTP_READ_TIMEOUT``): a slower one is retried."""
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds; set it to e.g. 30 or unset it") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive; set it to e.g. 30 or unset it")
+    return value
 
 
 @dataclass

@@ -18,9 +18,9 @@ SKIP_ENV = "TESSERA_SKIP_SERVER_TESTS"
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo world for 2022, generated once per session."""
+    """The demo world for 2022 and 2023, generated once per session."""
     out = tmp_path_factory.mktemp("demo-data")
-    generate_demo_data(out, [2022], seed=0)
+    generate_demo_data(out, [2022, 2023], seed=0)
     return out
 
 

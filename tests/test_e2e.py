@@ -1,0 +1,196 @@
+"""End to end: real Snakemake runs against the real pgstac STAC API and range-serving COG host.
+
+One complete run (1 km chunks, 50 px tiles) is shared by the module; the other tests compare
+their runs with it: rerunning does nothing, chunking and tiling do not change a single bit,
+faults and SIGKILLs do not change the products, a missing asset is skipped and reported, no
+signature or token leaks into any file, and adding a year runs only that year's jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+
+from tessera.layout import TILE_FILES
+from tessera.servers import DemoServers
+from tessera.stacitem import offline_validator
+from tests.e2e import env, job_counts, products, read_embeddings, run_snakemake, snakemake_cmd, tree_files, write_config
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def base_run(demo_servers_session: DemoServers, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete 2022 run; returns its work directory."""
+    wd = tmp_path_factory.mktemp("base")
+    run_snakemake(write_config(wd, demo_servers_session, keep_tiles=True))
+    return wd
+
+
+def test_products_are_complete_and_georeferenced(base_run: Path) -> None:
+    p = products(base_run / "results")
+    codes, scales, profile = read_embeddings(base_run / "results")
+    assert profile["crs"].to_epsg() == 32631
+    t = profile["transform"]
+    assert t.a == 10 and t.e == -10 and t.c % 10 == 0 and t.f % 10 == 0
+    assert codes.shape == (128, 60, 70) and codes.dtype == np.int8
+    assert profile["nodata"] == -128
+    inside = scales > 0
+    # the ROI mask has its top-left quarter cut off: those pixels are nodata, the rest embedded
+    assert not inside[:15, :17].any()
+    assert inside[30:, 30:].all()
+    assert (codes[:, ~np.isfinite(scales)] == -128).all()
+    with rasterio.open(p["cog"]) as src:
+        tags = src.tags()
+        assert src.overviews(1) or max(src.shape) <= 256
+        assert src.descriptions[0] == "A00"
+    assert tags["TESSERA_YEAR"] == "2022"
+    assert tags["TESSERA_RANDOM_WEIGHTS"].lower() == "true"
+    assert "random" in tags["TESSERA_WARNING"].lower()
+    item = pystac.Item.from_file(str(p["item"]))
+    item.validate(validator=offline_validator())
+    assert "embeddings" in item.assets
+    with rasterio.open(p["quicklook"]) as ql:
+        assert ql.count >= 3 and ql.read(1).std() > 0
+    qa = p["qa"].read_text()
+    assert "Scenes per chunk" in qa and "1000m_E302000_N5787000" in qa
+
+
+def test_tiles_have_the_reference_layout(base_run: Path) -> None:
+    tiles = sorted(p for p in (base_run / "results/2022/tiles").glob("*/*") if p.is_dir())
+    assert len(tiles) >= 4
+    for tile in tiles:
+        assert sorted(f.name for f in tile.iterdir()) == sorted([f.name for f in TILE_FILES] + ["roi.tiff"])
+        bands = np.load(tile / "bands.npy", mmap_mode="r")
+        assert bands.dtype == np.dtype("<u2") and bands.shape[1:] == (50, 50, 10)
+        doys = np.load(tile / "doys.npy")
+        assert doys.dtype == np.dtype("<u2") and len(doys) == bands.shape[0] and (np.diff(doys) > 0).all()
+        asc = np.load(tile / "sar_ascending.npy", mmap_mode="r")
+        assert asc.dtype == np.dtype("<i2") and asc.shape[1:] == (50, 50, 2)
+
+
+def test_rerun_does_nothing(base_run: Path) -> None:
+    res = run_snakemake(base_run / "config.yaml", "-n")
+    assert job_counts(res.stdout) == {}
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(("chunk_size_m", "tile_size"), [(2000, 50), (5000, 32)])
+def test_chunking_and_tiling_do_not_change_a_bit(
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path, chunk_size_m: int, tile_size: int
+) -> None:
+    cfg = write_config(tmp_path, demo_servers_session, chunk_size_m=chunk_size_m, tile_size=tile_size)
+    run_snakemake(cfg)
+    base_codes, base_scales, base_profile = read_embeddings(base_run / "results")
+    codes, scales, profile = read_embeddings(tmp_path / "results")
+    assert profile["transform"] == base_profile["transform"]
+    np.testing.assert_array_equal(codes, base_codes)
+    np.testing.assert_array_equal(scales, base_scales)
+
+
+def test_faults_on_a_fifth_of_requests_change_nothing(
+    base_run: Path, faulty_demo_servers: Callable[..., DemoServers], tmp_path: Path
+) -> None:
+    servers = faulty_demo_servers(rate=0.2, seed=7, slow_s=6.0)
+    # slow responses outlast the read timeout, so they are abandoned and retried
+    run_snakemake(write_config(tmp_path, servers), extra_env={"TESSERA_HTTP_READ_TIMEOUT": "3"})
+    counters = servers.range_server.counters
+    assert sum(counters.faults.values()) >= 0.15 * counters.requests > 0
+    assert set(counters.faults) == {"429", "500", "503", "reset", "slow", "truncated"}
+    for key in ("cog", "scales"):
+        assert products(tmp_path / "results")[key].read_bytes() == products(base_run / "results")[key].read_bytes()
+
+
+def _kill_when(proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _log_says(logs: Path, pattern: str, text: str) -> Callable[[], bool]:
+    return lambda: any(text in p.read_text(errors="replace") for p in logs.glob(pattern))
+
+
+def test_sigkill_while_reading_and_while_inferring_then_resume(
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path, demo_servers_session)
+    logs = tmp_path / "results/logs"
+    for pattern, text in (("read_s2/2022/*.log", "date 3/"), ("infer/2022/*/*.log", "CPU inference")):
+        proc = subprocess.Popen(
+            snakemake_cmd(cfg),
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        _kill_when(proc, _log_says(logs, pattern, text))
+        run_snakemake(cfg, "--unlock")
+    run_snakemake(cfg, "--rerun-incomplete")
+    for key in ("cog", "scales"):
+        assert products(tmp_path / "results")[key].read_bytes() == products(base_run / "results")[key].read_bytes()
+
+
+def test_missing_asset_is_skipped_recorded_and_reported(demo_servers_session: DemoServers, tmp_path: Path) -> None:
+    data = demo_servers_session.range_server.root
+    victim = sorted((data / "s2" / "2022").glob("*/B04.tif"))[5]
+    hidden = victim.with_name("B04.tif.hidden")
+    victim.rename(hidden)
+    try:
+        res = run_snakemake(write_config(tmp_path, demo_servers_session, chunk_size_m=5000))
+    finally:
+        hidden.rename(victim)
+    scene = victim.parent.name
+    assert f"{scene}" in res.stderr and "skipped" in res.stderr
+    qa = products(tmp_path / "results")["qa"].read_text()
+    assert scene in qa
+    stack_qa = json.loads(next((tmp_path / "results/2022/stack").glob("*/s2/qa.json")).read_text())
+    assert any(s["id"] == scene for s in stack_qa["scenes_skipped"])
+
+
+def test_no_token_or_signature_reaches_any_file(demo_servers_session: DemoServers, tmp_path: Path) -> None:
+    token = "FAKE-EARTHDATA-TOKEN-8c1f3e"
+    sign = {"sign": "test-sas"}
+    cfg = write_config(tmp_path, demo_servers_session, chunk_size_m=5000, s2=sign, s1=sign)
+    res = run_snakemake(cfg, extra_env={"EARTHDATA_TOKEN": token})
+    assert products(tmp_path / "results")["cog"].exists()
+    needles = [token, "FAKE-SAS-SIGNATURE", "sig="]
+    for path in tree_files(tmp_path, exclude=()):
+        blob = path.read_bytes()
+        for needle in needles:
+            assert needle.encode() not in blob, f"{needle} leaked into {path}"
+    for needle in needles:
+        assert needle not in res.stdout + res.stderr
+    # the signed URLs were really used: the server saw the fake SAS query
+    assert any("FAKE-SAS-SIGNATURE" in q for q in demo_servers_session.range_server.counters.queries)
+
+
+def test_adding_a_year_runs_only_that_year(base_run: Path, demo_servers_session: DemoServers) -> None:
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in products(base_run / "results").values()}
+    cfg = write_config(base_run, demo_servers_session, years=[2022, 2023], keep_tiles=True)
+    plan = run_snakemake(cfg, "-n")
+    counts = job_counts(plan.stdout)
+    assert counts["stitch"] == 1 and counts["search"] > 0
+    assert "2023" in plan.stdout and "year=2022" not in plan.stdout
+    run_snakemake(cfg)
+    assert products(base_run / "results", 2023)["cog"].exists()
+    for p, (blob, mtime) in before.items():
+        assert p.read_bytes() == blob and p.stat().st_mtime_ns == mtime
+    shutil.rmtree(base_run / "results" / "2023")
