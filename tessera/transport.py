@@ -198,7 +198,10 @@ def _classify(exc: BaseException) -> str:
             return "missing"
         if _TRANSIENT.search(text):
             return "transient"
-        return "fatal"
+        # GDAL often reports a truncated or reset transfer only as "Read failed. See previous
+        # exception" or as an undecodable TIFF: indistinguishable from a corrupt file on one try,
+        # so retry it; a file that is really corrupt fails every try and ends as TransportError.
+        return "unknown"
     return "fatal"
 
 
@@ -231,9 +234,12 @@ def call_with_retries(
             if attempt == policy.attempts:
                 if kind == "missing":
                     raise MissingAssetError(f"{what}: asset missing after {attempt} tries ({message})") from None
-                raise TransportError(
-                    f"reading {what} failed {attempt} times: {message}; the provider may be down, re-run later"
-                ) from None
+                hint = (
+                    "check the asset URL and that it is a readable GeoTIFF"
+                    if kind == "unknown"
+                    else "the provider may be down, re-run later"
+                )
+                raise TransportError(f"reading {what} failed {attempt} times: {message}; {hint}") from None
             stats.scene_retries += 1
             log.warning("%s: try %d/%d failed (%s); retrying in %.1f s", what, attempt, policy.attempts, message, delay)
             sleep(delay)

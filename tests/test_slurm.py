@@ -1,0 +1,99 @@
+"""The workflow on a real one-node Slurm (slurmctld + slurmd + munged on 127.0.0.1).
+
+Runs the e2e ROI through ``--profile profiles/slurm`` with the tile rule made to fail on its first
+attempt (a test-only switch), checks with Slurm's own tools that the jobs ran under Slurm and that the
+failed jobs were resubmitted with more memory, and compares the products with a local run: identical.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tessera.cli import FAIL_FIRST_ATTEMPT_ENV
+from tessera.servers import DemoServers
+from tests.e2e import ROOT, SNAKEFILE, env, products, run_snakemake, write_config
+from tests.slurm.cluster import LocalSlurm, SlurmUnavailable
+
+pytestmark = [pytest.mark.server, pytest.mark.slurm]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), memory_mb=20000)
+    try:
+        cluster.start()
+    except SlurmUnavailable as exc:
+        pytest.fail(f"Slurm could not start: {exc}")
+    yield cluster
+    pids = list(cluster.pids)
+    cluster.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _jobs() -> list[dict[str, str]]:
+    """Every job Slurm still remembers (MinJobAge keeps finished ones), from squeue."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%m|%b|%k"], capture_output=True, text=True, check=True
+    ).stdout
+    keys = ("id", "state", "mem", "gres", "comment")
+    return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
+
+
+def test_demo_runs_under_slurm_with_a_resubmitted_failure(
+    slurm: LocalSlurm, demo_servers_session: DemoServers, tmp_path: Path
+) -> None:
+    local = write_config(tmp_path / "local", demo_servers_session, chunk_size_m=5000)
+    run_snakemake(local)
+    cfg = write_config(tmp_path / "slurm", demo_servers_session, chunk_size_m=5000)
+    markers = tmp_path / "markers"
+    before = {j["id"] for j in _jobs()}
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--configfile",
+        str(cfg),
+        "--profile",
+        str(ROOT / "profiles" / "slurm"),
+        # no accounting on this one-node cluster: poll squeue, early and often
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-no-account",
+        "--jobs",
+        "4",
+    ]
+    res = subprocess.run(
+        cmd,
+        cwd=cfg.parent,
+        env=env({FAIL_FIRST_ATTEMPT_ENV: f"tile={markers}"}),
+        capture_output=True,
+        text=True,
+        timeout=270,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    jobs = [j for j in _jobs() if j["id"] not in before]
+    tiles = [j for j in jobs if "rule_tile" in j["comment"]]
+    infers = [j for j in jobs if "rule_infer" in j["comment"]]
+    n_tiles = len(list(markers.iterdir()))
+    assert n_tiles >= 2
+    # every tile job failed once under Slurm and was resubmitted as a new job with twice the memory
+    assert sorted(j["state"] for j in tiles) == ["COMPLETED"] * n_tiles + ["FAILED"] * n_tiles
+    assert {j["mem"] for j in tiles if j["state"] == "FAILED"} == {"4000M"}
+    assert {j["mem"] for j in tiles if j["state"] == "COMPLETED"} == {"8000M"}
+    # inference jobs asked Slurm for the (count-only) GPU
+    assert infers and all("gpu" in j["gres"] for j in infers)
+    assert all(j["state"] == "COMPLETED" for j in jobs if j not in tiles)
+    for key in ("cog", "scales"):
+        assert products(cfg.parent / "results")[key].read_bytes() == products(local.parent / "results")[key].read_bytes()
