@@ -80,7 +80,9 @@ def _nodata_totals(embeddings_dir: Path, roi: Roi, chunks: list[Chunk], tile_siz
             meta = json.loads((embeddings_dir / c.id / f"{t.name}.json").read_text())
             totals["valid_pixels"] += int(meta.get("valid_pixels", 0))
             for reason, n in meta.get("nodata_reasons", {}).items():
-                totals[reason] = totals.get(reason, 0) + int(n)
+                # tiles are padded past the grid edge: outside-ROI pixels are counted on the grid instead
+                if reason != "outside_roi":
+                    totals[reason] = totals.get(reason, 0) + int(n)
     return totals
 
 
@@ -101,6 +103,7 @@ def write_qa_report(
     map_path = out.with_name(f"{out.stem}_counts.png")
     _write_map(map_path, s2, s1, inside)
     nodata = _nodata_totals(embeddings_dir, roi, chunks, cfg["tile_size"])
+    nodata["outside_roi"] = int(inside.size - inside.sum())
     skipped = skipped_scenes(qa)
     lines = [
         f"# QA report: TESSERA embeddings {year}",

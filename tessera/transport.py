@@ -168,8 +168,13 @@ def gdal_options(policy: RetryPolicy | None = None) -> dict[str, str | int | boo
     policy = policy or RetryPolicy()
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "GDAL_HTTP_MAX_RETRY": str(policy.attempts),
+        # per-request retries inside GDAL (curl errors: resets, partial bodies, timeouts; and these codes)
+        "GDAL_HTTP_MAX_RETRY": str(2 * policy.attempts),
         "GDAL_HTTP_RETRY_DELAY": str(policy.backoff_s),
+        "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+        # never reuse what /vsicurl/ learnt about a file in an earlier open: after a failed request
+        # it may hold a wrong size or a failed range, and a scene-level retry would fail the same way
+        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
         "GDAL_HTTP_CONNECTTIMEOUT": str(int(policy.connect_timeout_s)),
         "GDAL_HTTP_TIMEOUT": str(int(policy.read_timeout_s)),
         "GDAL_HTTP_MULTIRANGE": "YES",

@@ -9,8 +9,10 @@ data, copied from the specification, and must not be "tidied": they are part of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tessera.errors import ConfigError
+from tessera.models.spec import InputSpec
 
 __all__ = ["V1_0", "V1_1_AWS", "V1_1_MPC", "V2_STUDENT", "NormTable", "v1_1_table"]
 
@@ -31,6 +33,13 @@ class NormTable:
     """[VV, VH] mean of descending frames."""
     s1d_std: tuple[float, ...]
     """[VV, VH] standard deviation of descending frames."""
+
+    def input_spec(self, **fields: Any) -> InputSpec:
+        """An `InputSpec` standardising with this table; ``fields`` give the family's other settings."""
+        stats = {
+            name: getattr(self, name) for name in ("s2_mean", "s2_std", "s1a_mean", "s1a_std", "s1d_mean", "s1d_std")
+        }
+        return InputSpec(**stats, **fields)
 
 
 _V1_0_S1_MEAN = (5484.0407, 3003.7812)

@@ -43,16 +43,10 @@ def build(
 
 def random_input_spec(table: NormTable, output_dim: int = OUTPUT_DIM) -> InputSpec:
     """`InputSpec` of the v1.0-style models: 40 + 40 random steps, v1 int8 rule."""
-    return InputSpec(
+    return table.input_spec(
         sampling="random",
         s2_steps=40,
         s1_steps=40,
-        s2_mean=table.s2_mean,
-        s2_std=table.s2_std,
-        s1a_mean=table.s1a_mean,
-        s1a_std=table.s1a_std,
-        s1d_mean=table.s1d_mean,
-        s1d_std=table.s1d_std,
         output_dim=output_dim,
         save_dim=output_dim,
         quantisation="v1",

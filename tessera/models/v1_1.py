@@ -38,16 +38,10 @@ def input_spec(source: str) -> InputSpec:
         source: Data source of the tiles (see `tessera.models.norms.v1_1_table`).
     """
     table = v1_1_table(source)
-    return InputSpec(
+    return table.input_spec(
         sampling="bins-v1.1",
         s2_steps=0,
         s1_steps=0,
-        s2_mean=table.s2_mean,
-        s2_std=table.s2_std,
-        s1a_mean=table.s1a_mean,
-        s1a_std=table.s1a_std,
-        s1d_mean=table.s1d_mean,
-        s1d_std=table.s1d_std,
         bins=tuple(range(8, 257, 8)),
         zero_bin=8,
         output_dim=OUTPUT_DIM,

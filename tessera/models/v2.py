@@ -119,16 +119,10 @@ def size_name(parameter_count: int) -> str | None:
 def input_spec(dimensions: int) -> InputSpec:
     """v2 inputs: student norms, bins 8..256 with bin 0 for no data, ``dimensions``-d output, v2 int8 rule."""
     table = V2_STUDENT
-    return InputSpec(
+    return table.input_spec(
         sampling="bins-v2",
         s2_steps=0,
         s1_steps=0,
-        s2_mean=table.s2_mean,
-        s2_std=table.s2_std,
-        s1a_mean=table.s1a_mean,
-        s1a_std=table.s1a_std,
-        s1d_mean=table.s1d_mean,
-        s1d_std=table.s1d_std,
         bins=tuple(range(8, 257, 8)),
         zero_bin=0,
         output_dim=dimensions,
