@@ -62,9 +62,9 @@ class MissingAssetError(DataSourceError):
 class RetryPolicy:
     """Bounds of the per-scene retry loop and the HTTP adapter."""
 
-    attempts: int = 4
+    attempts: int = 6
     """Total tries of one scene read (1 = no retry)."""
-    backoff_s: float = 1.0
+    backoff_s: float = field(default_factory=lambda: _env_seconds("TESSERA_HTTP_RETRY_DELAY", 1.0))
     """First sleep; doubled after every failed try."""
     max_backoff_s: float = 30.0
     """Cap of one sleep."""
@@ -177,7 +177,8 @@ def gdal_options(policy: RetryPolicy | None = None) -> dict[str, str | int | boo
         "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
         "GDAL_HTTP_CONNECTTIMEOUT": str(int(policy.connect_timeout_s)),
         "GDAL_HTTP_TIMEOUT": str(int(policy.read_timeout_s)),
-        "GDAL_HTTP_MULTIRANGE": "YES",
+        # one range per request: the parallel multi-range path does not retry a failed part
+        "GDAL_HTTP_MULTIRANGE": "SERIAL",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
         "VSI_CACHE": "FALSE",
