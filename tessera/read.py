@@ -150,7 +150,7 @@ def _geobox(grid: Grid) -> Any:
     return GeoBox((grid.height, grid.width), grid.transform, grid.crs)
 
 
-_READ_THREADS = 8
+_READ_THREADS = 4
 
 
 def load_item(

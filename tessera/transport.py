@@ -62,9 +62,9 @@ class MissingAssetError(DataSourceError):
 class RetryPolicy:
     """Bounds of the per-scene retry loop and the HTTP adapter."""
 
-    attempts: int = 6
+    attempts: int = 4
     """Total tries of one scene read (1 = no retry)."""
-    backoff_s: float = field(default_factory=lambda: _env_seconds("TESSERA_HTTP_RETRY_DELAY", 1.0))
+    backoff_s: float = 1.0
     """First sleep; doubled after every failed try."""
     max_backoff_s: float = 30.0
     """Cap of one sleep."""
@@ -168,17 +168,11 @@ def gdal_options(policy: RetryPolicy | None = None) -> dict[str, str | int | boo
     policy = policy or RetryPolicy()
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        # per-request retries inside GDAL (curl errors: resets, partial bodies, timeouts; and these codes)
-        "GDAL_HTTP_MAX_RETRY": str(2 * policy.attempts),
+        "GDAL_HTTP_MAX_RETRY": str(policy.attempts),
         "GDAL_HTTP_RETRY_DELAY": str(policy.backoff_s),
-        "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
-        # never reuse what /vsicurl/ learnt about a file in an earlier open: after a failed request
-        # it may hold a wrong size or a failed range, and a scene-level retry would fail the same way
-        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
         "GDAL_HTTP_CONNECTTIMEOUT": str(int(policy.connect_timeout_s)),
         "GDAL_HTTP_TIMEOUT": str(int(policy.read_timeout_s)),
-        # one range per request: the parallel multi-range path does not retry a failed part
-        "GDAL_HTTP_MULTIRANGE": "SERIAL",
+        "GDAL_HTTP_MULTIRANGE": "YES",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
         "VSI_CACHE": "FALSE",
