@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 import pystac
+import rasterio.errors
 
 from tessera import s1, s2
 from tessera.errors import DataSourceError, GridMismatchError
@@ -35,7 +37,7 @@ from tessera.transport import (
     install_redaction,
 )
 
-__all__ = ["NpyStream", "group_by_date", "item_time", "load_item", "read_s1", "read_s2"]
+__all__ = ["NpyStream", "group_by_date", "item_time", "load_item", "load_item_with_retries", "read_s1", "read_s2"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class ReadQa:
             "dates": self.dates,
             "valid_pixels_per_date": self.valid_pixels,
             "baseline_offset_removed": self.offset_removed,
-            "retries": self.stats.scene_retries,
+            "retries": self.stats.retries,
             "failed_tries": self.stats.failures,
         }
 
@@ -150,6 +152,7 @@ def _geobox(grid: Grid) -> Any:
     return GeoBox((grid.height, grid.width), grid.transform, grid.crs)
 
 
+#: Assets of one scene read at once (the reads are I/O bound; each is a separate file).
 _READ_THREADS = 4
 
 
@@ -173,13 +176,57 @@ def load_item(
         fail_on_error=True,
         chunks=None,
         groupby="id",
-        # the assets of a scene are separate files: read them concurrently (I/O bound)
-        pool=_READ_THREADS,
     )
     out = np.stack([ds[k].values[0] for k in asset_keys])
     if out.shape[1:] != grid.shape:
         raise GridMismatchError(f"odc-stac returned {out.shape[1:]} for grid {grid.shape}; this is a bug")
     return out
+
+
+def load_item_with_retries(
+    item: pystac.Item,
+    asset_keys: Sequence[str],
+    grid: Grid,
+    resampling: Mapping[str, str],
+    source: DataSource,
+    stats: RetryStats,
+    policy: RetryPolicy | None = None,
+) -> np.ndarray:
+    """`load_item`, one asset per thread, each asset retried on its own (`call_with_retries`).
+
+    GDAL options are thread-local, so every thread enters `gdal_env` itself. The first asset that
+    fails for good cancels the ones not started and its error is raised.
+
+    Raises:
+        MissingAssetError: an asset is missing (skip the scene); TransportError: a read failed for good.
+    """
+    patch = source.href_patcher()
+    options = source.gdal_options()
+
+    def read_asset(key: str) -> np.ndarray:
+        def attempt() -> np.ndarray:
+            with gdal_env(options, policy):
+                try:
+                    band: np.ndarray = load_item(item, [key], grid, resampling, patch)[0]
+                    return band
+                except AssertionError as exc:
+                    # odc-geo asserts that the opened file has a CRS; a header cut short in transfer
+                    # can lose its GeoKeys, so this is retried like any other failed transfer
+                    raise rasterio.errors.RasterioIOError(f"{key} opened without georeferencing ({exc!r})") from None
+
+        return call_with_retries(attempt, f"scene {item.id} asset {key}", stats, policy)
+
+    pool = ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(asset_keys)), thread_name_prefix="read")
+    try:
+        futures = [pool.submit(read_asset, key) for key in asset_keys]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            error = future.exception() if future in done else None
+            if error is not None:
+                raise error
+        return np.stack([f.result() for f in futures])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_scene(
@@ -196,11 +243,8 @@ def _read_scene(
     if absent:
         qa.skipped.append({"id": item.id, "reason": f"no asset {', '.join(absent)} in the item"})
         return None
-    patch = source.href_patcher()
     try:
-        data = call_with_retries(
-            lambda: load_item(item, keys, grid, resampling, patch), f"scene {item.id}", qa.stats, policy
-        )
+        data = load_item_with_retries(item, keys, grid, resampling, source, qa.stats, policy)
     except MissingAssetError as exc:
         qa.skipped.append({"id": item.id, "reason": str(exc)})
         log.warning("skipping scene %s: %s", item.id, exc)
@@ -238,7 +282,7 @@ def read_s2(
     bands_p, masks_p, doys_p = out_dir / "bands.npy", out_dir / "masks.npy", out_dir / "doys.npy"
     specs = {bands_p: ((t, h, w, len(S2_BANDS)), "<u2"), masks_p: ((t, h, w), "|u1")}
     counts = np.zeros((h, w), np.uint16)
-    with gdal_env(source.gdal_options(), policy), _npy_streams(specs) as streams:
+    with _npy_streams(specs) as streams:
         for i, (date, group) in enumerate(dates, 1):
             merger = s2.DateMerger(h, w, len(S2_BANDS))
             for item in group:
@@ -311,7 +355,7 @@ def read_s1(
     log.info("S1 %s chunk %s %d: %d scenes on %d dates", orbit, chunk.id, year, len(kept), t)
     sar_p, doy_p = out_dir / f"sar_{orbit}.npy", out_dir / f"sar_{orbit}_doy.npy"
     counts = np.zeros((h, w), np.uint16)
-    with gdal_env(source.gdal_options(), policy), _npy_streams({sar_p: ((t, h, w, 2), "<i2")}) as streams:
+    with _npy_streams({sar_p: ((t, h, w, 2), "<i2")}) as streams:
         for i, (date, group) in enumerate(dates, 1):
             acc: np.ndarray | None = None
             for item in group:

@@ -198,6 +198,14 @@ class _RangeHTTPServer(ThreadingHTTPServer):
         self.owner = owner
         super().__init__(addr, _RangeHandler)
 
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """Log a client that went away (normal: timeouts, closed keep-alive connections) at debug level."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("range server: client %s went away (%s)", client_address, exc)
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class RangeServer:
     """Serve ``root`` over HTTP with Range support on 127.0.0.1, optionally injecting faults."""

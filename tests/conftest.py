@@ -64,3 +64,17 @@ def faulty_demo_servers(demo_servers_session: DemoServers) -> Iterator[Callable[
     yield make
     rs.set_faults(FaultConfig())
     rs.reset_counters()
+
+
+@pytest.fixture(scope="session")
+def base_run(demo_servers_session: DemoServers, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete local 2022 run of the e2e ROI (1 km chunks, 50 px tiles, tiles kept); its work directory.
+
+    The products do not depend on chunking or tiling (tests/test_e2e.py proves it), so other runs
+    compare their products with this one's bytes.
+    """
+    from tests.e2e import run_snakemake, write_config
+
+    wd = tmp_path_factory.mktemp("base")
+    run_snakemake(write_config(wd, demo_servers_session, keep_tiles=True))
+    return wd

@@ -63,21 +63,11 @@ def write_config(workdir: Path, servers: DemoServers, **overrides: Any) -> Path:
     return path
 
 
-def snakemake_cmd(config: Path, *args: str, cores: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--configfile",
-        str(config),
-        "--cores",
-        str(cores),
-        "--resources",
-        "gpu=1",
-        *args,
-    ]
+def snakemake_cmd(config: Path, *args: str, cores: int | None = 2) -> list[str]:
+    """The workflow's command line; ``cores=None`` for a cluster run (the profile sets jobs and resources)."""
+    local = ["--cores", str(cores), "--resources", "gpu=1"] if cores is not None else []
+    workflow = ["--snakefile", str(SNAKEFILE), "--configfile", str(config)]
+    return [sys.executable, "-m", "snakemake", *workflow, *local, *args]
 
 
 def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """End to end: real Snakemake runs against the real pgstac STAC API and range-serving COG host.
 
-One complete run (1 km chunks, 50 px tiles) is shared by the module; the other tests compare
+One complete run (1 km chunks, 50 px tiles; `base_run` in conftest) is shared; the other tests compare
 their runs with it: rerunning does nothing, chunking and tiling do not change a single bit,
 faults and SIGKILLs do not change the products, a missing asset is skipped and reported, no
 signature or token leaks into any file, and adding a year runs only that year's jobs.
@@ -28,14 +28,6 @@ from tessera.stacitem import offline_validator
 from tests.e2e import env, job_counts, products, read_embeddings, run_snakemake, snakemake_cmd, tree_files, write_config
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def base_run(demo_servers_session: DemoServers, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete 2022 run; returns its work directory."""
-    wd = tmp_path_factory.mktemp("base")
-    run_snakemake(write_config(wd, demo_servers_session, keep_tiles=True))
-    return wd
 
 
 def test_products_are_complete_and_georeferenced(base_run: Path) -> None:
@@ -101,10 +93,6 @@ def test_chunking_and_tiling_do_not_change_a_bit(
         assert products(tmp_path / "results")[key].read_bytes() == products(base_run / "results")[key].read_bytes()
 
 
-@pytest.mark.skip(
-    reason="open: at 20 % faults a scene read (11 files, ~30 requests) fails all its whole-scene retries; "
-    "needs per-asset retries that do not stall on persistent 5xx (see the closing note of issue 4)"
-)
 def test_faults_on_a_fifth_of_requests_change_nothing(
     base_run: Path, faulty_demo_servers: Callable[..., DemoServers], tmp_path: Path
 ) -> None:

@@ -82,7 +82,7 @@ def test_call_with_retries_classifies() -> None:
 
     stats = RetryStats()
     assert call_with_retries(flaky, "x", stats, policy, sleep=sleeps.append) == 42
-    assert stats.scene_retries == 1 and sleeps == [0.5]
+    assert stats.retries == 1 and sleeps == [0.5]
 
     def timeout() -> None:
         raise rasterio.errors.RasterioIOError(f"http://h/a.tif?{TEST_SAS_QUERY}: Operation timed out")

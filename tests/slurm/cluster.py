@@ -14,6 +14,8 @@ HERE = Path(__file__).resolve().parent
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 GRES_CONF = Path("/etc/slurm/gres.conf")
 MUNGE_PID = Path("/run/munge/munged.pid")
+#: CPUs the node advertises at least (profiles/slurm asks up to 4 per job); oversubscribed on purpose.
+MIN_CPUS = 8
 
 
 class SlurmUnavailable(RuntimeError):
@@ -40,7 +42,7 @@ class LocalSlurm:
         (self.base / "spool").mkdir(parents=True, exist_ok=True)
         values = {
             "@NODE@": node,
-            "@NCPU@": str(os.cpu_count() or 1),
+            "@NCPU@": str(max(os.cpu_count() or 1, MIN_CPUS)),
             "@BASE@": str(self.base),
             "@MEM@": str(self.memory_mb),
         }
