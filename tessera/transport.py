@@ -70,7 +70,7 @@ class MissingAssetError(DataSourceError):
 class RetryPolicy:
     """Bounds of the per-asset retry loop, GDAL's per-request retries and the HTTP adapter."""
 
-    attempts: int = 4
+    attempts: int = 6
     """Total tries of one asset read (1 = no retry)."""
     request_retries: int = 3
     """Retries of one HTTP range request inside GDAL (429/5xx, resets, timeouts) before a try fails."""
@@ -102,7 +102,7 @@ class RetryStats:
     """Retries counted during one read step (written to qa.json); safe to share between threads."""
 
     retries: int = 0
-    """Asset (or search) tries that failed and were retried."""
+    """Failed asset reads that were tried again."""
     failures: list[str] = field(default_factory=list)
     """Redacted messages of the failed tries."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
