@@ -2,7 +2,8 @@
 
 Runs the e2e ROI through ``--profile profiles/slurm`` with the tile rule made to fail on its first
 attempt (a test-only switch), checks with Slurm's own tools that the jobs ran under Slurm and that the
-failed jobs were resubmitted with more memory, and compares the products with a local run: identical.
+failed jobs were resubmitted with more memory, that only inference jobs asked for the (count-only)
+GPU, and compares the products with the session's local run (`base_run`, other chunking): identical.
 """
 
 from __future__ import annotations
