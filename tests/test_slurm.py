@@ -50,7 +50,10 @@ def test_demo_runs_under_slurm_with_a_resubmitted_failure(
     slurm: LocalSlurm, base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
 ) -> None:
     # device auto: inference jobs ask Slurm for a GPU and, finding no CUDA (the GPU is count-only), use the CPU
-    cfg = write_config(tmp_path / "slurm", demo_servers_session, chunk_size_m=5000, model={"device": "auto"})
+    # one chunk and 64 px tiles (two tiles: fewer Slurm jobs than 50 px, and a third tile size)
+    cfg = write_config(
+        tmp_path / "slurm", demo_servers_session, chunk_size_m=5000, tile_size=64, model={"device": "auto"}
+    )
     markers = tmp_path / "markers"
     before = {j["id"] for j in _jobs()}
     cmd = snakemake_cmd(
