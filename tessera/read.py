@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -152,8 +152,13 @@ def _geobox(grid: Grid) -> Any:
     return GeoBox((grid.height, grid.width), grid.transform, grid.crs)
 
 
-#: Assets of one scene read at once (the reads are I/O bound; each is a separate file).
+#: Assets read at once (the reads are I/O bound; each is a separate file).
 _READ_THREADS = 4
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    """The asset-read threads of one read step (created once, not per scene)."""
+    return ThreadPoolExecutor(max_workers=_READ_THREADS, thread_name_prefix="read")
 
 
 def load_item(
@@ -190,12 +195,13 @@ def load_item_with_retries(
     resampling: Mapping[str, str],
     source: DataSource,
     stats: RetryStats,
+    pool: Executor,
     policy: RetryPolicy | None = None,
 ) -> np.ndarray:
-    """`load_item`, one asset per thread, each asset retried on its own (`call_with_retries`).
+    """`load_item`, one asset per task on ``pool``, each asset retried on its own (`call_with_retries`).
 
-    GDAL options are thread-local, so every thread enters `gdal_env` itself. The first asset that
-    fails for good cancels the ones not started and its error is raised.
+    GDAL options are thread-local, so every task enters `gdal_env` itself. The first asset that
+    fails for good cancels the ones not started and its error is raised once the running ones end.
 
     Raises:
         MissingAssetError: an asset is missing (skip the scene); TransportError: a read failed for good.
@@ -216,9 +222,8 @@ def load_item_with_retries(
 
         return call_with_retries(attempt, f"scene {item.id} asset {key}", stats, policy)
 
-    pool = ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(asset_keys)), thread_name_prefix="read")
+    futures = [pool.submit(read_asset, key) for key in asset_keys]
     try:
-        futures = [pool.submit(read_asset, key) for key in asset_keys]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             error = future.exception() if future in done else None
@@ -226,7 +231,10 @@ def load_item_with_retries(
                 raise error
         return np.stack([f.result() for f in futures])
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # the pool outlives this scene: leave none of its reads queued or running
+        for future in futures:
+            future.cancel()
+        wait(futures)
 
 
 def _read_scene(
@@ -236,6 +244,7 @@ def _read_scene(
     grid: Grid,
     resampling: Mapping[str, str],
     qa: ReadQa,
+    pool: Executor,
     policy: RetryPolicy | None,
 ) -> np.ndarray | None:
     """Read one scene with retries; None (recorded in ``qa``) if it lacks an asset or an asset is missing."""
@@ -244,7 +253,7 @@ def _read_scene(
         qa.skipped.append({"id": item.id, "reason": f"no asset {', '.join(absent)} in the item"})
         return None
     try:
-        data = load_item_with_retries(item, keys, grid, resampling, source, qa.stats, policy)
+        data = load_item_with_retries(item, keys, grid, resampling, source, qa.stats, pool, policy)
     except MissingAssetError as exc:
         qa.skipped.append({"id": item.id, "reason": str(exc)})
         log.warning("skipping scene %s: %s", item.id, exc)
@@ -282,11 +291,11 @@ def read_s2(
     bands_p, masks_p, doys_p = out_dir / "bands.npy", out_dir / "masks.npy", out_dir / "doys.npy"
     specs = {bands_p: ((t, h, w, len(S2_BANDS)), "<u2"), masks_p: ((t, h, w), "|u1")}
     counts = np.zeros((h, w), np.uint16)
-    with _npy_streams(specs) as streams:
+    with _read_pool() as pool, _npy_streams(specs) as streams:
         for i, (date, group) in enumerate(dates, 1):
             merger = s2.DateMerger(h, w, len(S2_BANDS))
             for item in group:
-                data = _read_scene(item, source, keys, chunk.grid, resampling, qa, policy)
+                data = _read_scene(item, source, keys, chunk.grid, resampling, qa, pool, policy)
                 if data is None:
                     continue
                 spectral = data[:-1]
@@ -355,11 +364,11 @@ def read_s1(
     log.info("S1 %s chunk %s %d: %d scenes on %d dates", orbit, chunk.id, year, len(kept), t)
     sar_p, doy_p = out_dir / f"sar_{orbit}.npy", out_dir / f"sar_{orbit}_doy.npy"
     counts = np.zeros((h, w), np.uint16)
-    with _npy_streams({sar_p: ((t, h, w, 2), "<i2")}) as streams:
+    with _read_pool() as pool, _npy_streams({sar_p: ((t, h, w, 2), "<i2")}) as streams:
         for i, (date, group) in enumerate(dates, 1):
             acc: np.ndarray | None = None
             for item in group:
-                data = _read_scene(item, source, keys, chunk.grid, resampling, qa, policy)
+                data = _read_scene(item, source, keys, chunk.grid, resampling, qa, pool, policy)
                 if data is not None:
                     acc = s1.merge_first_nonzero(acc, s1.encode_db(data))
             block = np.zeros((2, h, w), np.int16) if acc is None else acc

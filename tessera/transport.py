@@ -13,7 +13,7 @@ Three layers, each bounded:
   scene is ~30 requests, so at a 20 % fault rate almost no whole-scene try succeeds, while an asset
   (header plus a block or two) mostly does.
 
-Every delay is bounded (`RetryPolicy`), so a provider that is down fails the step in about a minute
+Every delay is bounded (`RetryPolicy`), so a provider that is down fails the step in a minute or two
 instead of stalling it.
 
 URLs in messages are passed through `redact` so that signatures (SAS tokens) never reach a log.

@@ -79,7 +79,7 @@ def test_rerun_does_nothing(base_run: Path) -> None:
 
 
 # One chunk with 32 px tiles is the faulty run below (it too must match the base run bit for bit);
-# the Slurm test runs one chunk with 50 px tiles.
+# the Slurm test runs one chunk with 64 px tiles.
 @pytest.mark.parametrize(("chunk_size_m", "tile_size"), [(2000, 50)])
 def test_chunking_and_tiling_do_not_change_a_bit(
     base_run: Path, demo_servers_session: DemoServers, tmp_path: Path, chunk_size_m: int, tile_size: int
