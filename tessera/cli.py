@@ -7,10 +7,8 @@ Each Snakemake rule calls exactly one of these. Library code raises `TesseraErro
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -271,26 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, QA).
-_EXTRA_COMMANDS: list[str] = ["tessera.demo", "tessera.servers"]
-
-
-#: Test-only switch: ``<subcommand>=<marker dir>`` makes the first attempt of every job of that
-#: subcommand fail (a marker file per argument list records the attempt). Used by the Slurm test
-#: to prove that a failed job is resubmitted and the run completes.
-FAIL_FIRST_ATTEMPT_ENV = "TESSERA_TEST_FAIL_FIRST_ATTEMPT"
-
-
-def _injected_failure(command: str, argv: Sequence[str]) -> bool:
-    spec = os.environ.get(FAIL_FIRST_ATTEMPT_ENV, "")
-    target, _, marker_dir = spec.partition("=")
-    if target != command or not marker_dir:
-        return False
-    marker = Path(marker_dir) / f"{command}-{hashlib.sha256(' '.join(argv).encode()).hexdigest()[:16]}"
-    if marker.exists():
-        return False
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(" ".join(argv) + "\n")
-    return True
+_EXTRA_COMMANDS: list[str] = ["tessera.testing.world", "tessera.testing.servers", "tessera.testing.demo"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,9 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    if _injected_failure(args.command, argv):
-        print(f"tessera {args.command}: error: injected test failure ({FAIL_FIRST_ATTEMPT_ENV})", file=sys.stderr)
-        return 3
     try:
         rc = args.func(args)
     except TesseraError as exc:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tessera import servers as _servers
-from tessera.demo import generate_demo_data
 from tessera.errors import ServerError
-from tessera.servers import DemoServers, FaultConfig
+from tessera.testing import servers as _servers
+from tessera.testing.servers import DemoServers, FaultConfig
+from tessera.testing.world import generate_demo_data
 
 SKIP_ENV = "TESSERA_SKIP_SERVER_TESTS"
 

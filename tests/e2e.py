@@ -14,7 +14,7 @@ import rasterio
 import yaml
 from affine import Affine
 
-from tessera.servers import DemoServers
+from tessera.testing.servers import DemoServers
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -72,9 +72,19 @@ def snakemake_cmd(config: Path, *args: str, cores: int | None = 2) -> list[str]:
     return [sys.executable, "-m", "snakemake", *workflow, *local, *args]
 
 
+#: Test-only switch of ``tests/bin/tessera``: ``<subcommand>=<marker dir>`` fails each job's first attempt.
+FAIL_FIRST_ATTEMPT_ENV = "TESSERA_TEST_FAIL_FIRST_ATTEMPT"
+_BIN = Path(sys.executable).parent
+
+
 def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment with this venv's bin first on PATH (rules call `tessera`)."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(extra or {})}
+    """The test process's environment for workflow runs (rules call `tessera`).
+
+    ``tests/bin`` comes first on PATH: its ``tessera`` honours `FAIL_FIRST_ATTEMPT_ENV`, then runs
+    this venv's real script.
+    """
+    path = f"{ROOT / 'tests' / 'bin'}:{_BIN}:{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "TESSERA_REAL_BIN": str(_BIN / "tessera"), **(extra or {})}
 
 
 def run_snakemake(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tessera.cli import FAIL_FIRST_ATTEMPT_ENV, main
+from tessera.cli import main
+from tests.e2e import FAIL_FIRST_ATTEMPT_ENV, env
 
 POLY = [[0.10, 52.20], [0.12, 52.20], [0.12, 52.21], [0.10, 52.21], [0.10, 52.20]]
 
@@ -44,12 +46,15 @@ def test_unknown_chunk_says_how_to_list_them(config: Path, capsys: pytest.Captur
     assert "tessera plan" in capsys.readouterr().err
 
 
-def test_first_attempt_failure_switch(
-    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv(FAIL_FIRST_ATTEMPT_ENV, f"plan={tmp_path / 'markers'}")
-    assert main(["plan", "--config", str(config)]) == 3
-    assert "injected test failure" in capsys.readouterr().err
-    assert main(["plan", "--config", str(config)]) == 0
+def test_first_attempt_failure_switch_of_the_test_wrapper(config: Path, tmp_path: Path) -> None:
+    """``tests/bin/tessera`` (test-only, outside the package) fails each job's first attempt."""
+    environment = env({FAIL_FIRST_ATTEMPT_ENV: f"plan={tmp_path / 'markers'}"})
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tessera", *args], env=environment, capture_output=True, text=True, check=False)
+
+    first = run("plan", "--config", str(config))
+    assert first.returncode == 3 and "injected test failure" in first.stderr
+    assert run("plan", "--config", str(config)).returncode == 0
     # other subcommands are unaffected
-    assert main(["validate-config", "--config", str(config)]) == 0
+    assert run("validate-config", "--config", str(config)).returncode == 0

@@ -94,7 +94,7 @@ def test_load_config_errors(tmp_path: Path) -> None:
 
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[1]
-    for name in ("config/config.yaml", "config/demo.yaml"):
+    for name in ("config/config.yaml", "tessera/testing/data/demo.yaml"):
         raw = yaml.safe_load((root / name).read_text())
         raw["years"] = [min(max(y, FIRST_YEAR), last_year()) for y in raw["years"]]
         validate_config(raw)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from tessera.demo import generate_demo_data, is_generated
+from tessera.testing.world import generate_demo_data, is_generated
 
 S2_ASSETS = {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL"}
 

@@ -23,8 +23,8 @@ import pytest
 import rasterio
 
 from tessera.layout import TILE_FILES
-from tessera.servers import DemoServers
 from tessera.stacitem import offline_validator
+from tessera.testing.servers import DemoServers
 from tests.e2e import env, job_counts, products, read_embeddings, run_snakemake, snakemake_cmd, tree_files, write_config
 
 pytestmark = pytest.mark.server

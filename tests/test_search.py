@@ -1,7 +1,7 @@
 """STAC search: parameters, orbit filter (server and client side), paging, retries, unsigned output.
 
 The API here is a minimal STAC item-search server on 127.0.0.1 (real HTTP, real pystac-client);
-semantics tests against pgstac belong with `tessera.servers`.
+semantics tests against pgstac belong with `tessera.testing.servers`.
 """
 
 from __future__ import annotations

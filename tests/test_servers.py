@@ -17,7 +17,8 @@ import requests
 import yaml
 
 from tessera.config import validate_config
-from tessera.servers import DemoServers, demo_servers, write_demo_config
+from tessera.testing.demo import write_demo_config
+from tessera.testing.servers import DemoServers, demo_servers
 
 pytestmark = pytest.mark.server
 ROI_BBOX = [0.089, 52.189, 0.117, 52.206]

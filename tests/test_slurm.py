@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.cli import FAIL_FIRST_ATTEMPT_ENV
-from tessera.servers import DemoServers
-from tests.e2e import ROOT, env, products, snakemake_cmd, write_config
+from tessera.testing.servers import DemoServers
+from tests.e2e import FAIL_FIRST_ATTEMPT_ENV, ROOT, env, products, snakemake_cmd, write_config
 from tests.slurm.cluster import LocalSlurm, SlurmUnavailable
 
 pytestmark = [pytest.mark.server, pytest.mark.slurm]

@@ -1,7 +1,7 @@
 """Real servers on 127.0.0.1 for the demo and the tests: a pgstac STAC API and a range-serving COG host.
 
 `PgStacServer` runs the same software as the Planetary Computer's STAC API (PostgreSQL 15 with
-pgstac, served by stac-fastapi-pgstac under uvicorn). `RangeServer` (`tessera.rangeserver`) serves
+pgstac, served by stac-fastapi-pgstac under uvicorn). `RangeServer` (`tessera.testing.rangeserver`) serves
 the COGs with HTTP Range requests and seeded faults. `demo_servers` starts both over the output of
 `tessera demo-data`.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.errors import ServerError
-from tessera.rangeserver import FAULT_KINDS, FaultConfig, RangeServer
+from tessera.testing.rangeserver import FAULT_KINDS, FaultConfig, RangeServer
 
 __all__ = [
     "FAULT_KINDS",
@@ -233,9 +233,6 @@ def demo_servers(data_dir: Path, faults: FaultConfig | None = None) -> Iterator[
         yield DemoServers(pg.url, cogs.url, cogs, pg)
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -250,71 +247,10 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         threading.Event().wait()
 
 
-def write_demo_config(path: Path, stac_url: str, years: list[int], results_dir: Path) -> dict[str, Any]:
-    """Write the demo run config: ``config/demo.yaml`` pointed at the live STAC API, absolute paths.
-
-    Returns:
-        The config written.
-    """
-    import yaml
-
-    from tessera.io import atomic_path
-
-    cfg: dict[str, Any] = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
-    cfg["roi"] = str((REPO_ROOT / cfg["roi"]).resolve())
-    cfg["years"] = list(years)
-    cfg["results_dir"] = str(results_dir.resolve())
-    for kind in ("s2", "s1"):
-        cfg[kind] = {**cfg[kind], "url": stac_url}
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return cfg
-
-
-def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed: int = 0) -> int:
-    """Generate (once) and serve the demo world, then run the workflow on it with Snakemake.
-
-    Returns:
-        Snakemake's exit status.
-
-    Raises:
-        ServerError: the servers could not be started (e.g. PostgreSQL is not installed).
-    """
-    from tessera.demo import generate_demo_data, is_generated
-
-    workdir = workdir.resolve()
-    data_dir = workdir / "data"
-    if not is_generated(data_dir, years, seed):
-        generate_demo_data(data_dir, years, seed)
-    with demo_servers(data_dir) as servers:
-        config = workdir / "config.yaml"
-        write_demo_config(config, servers.stac_url, years, workdir / "results")
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile")]
-        cmd += ["--profile", str(REPO_ROOT / "profiles" / "local"), "--configfile", str(config)]
-        cmd += ["--cores", str(cores), *extra]
-        # Jobs call the `tessera` script of this interpreter's environment.
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        log.info("demo: %s", " ".join(cmd))
-        return subprocess.run(cmd, cwd=workdir, env=env, check=False).returncode
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Run the offline demo end to end (demo data, local servers, Snakemake)."""
-    extra = [a for a in args.snakemake_args if a != "--"]
-    return run_demo(Path(args.workdir), args.cores, list(args.years), extra, args.seed)
-
-
 def add_cli(subparsers: Any) -> None:
-    """Register ``tessera serve`` and ``tessera demo``."""
+    """Register ``tessera serve``."""
     p = subparsers.add_parser("serve", help=(_cmd_serve.__doc__ or "").strip())
     p.add_argument("--data", required=True, help="directory written by `tessera demo-data`")
     p.add_argument("--faults", type=float, default=0.0, help="fraction of COG requests given an injected fault")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     p.set_defaults(func=_cmd_serve)
-    d = subparsers.add_parser("demo", help=(_cmd_demo.__doc__ or "").strip())
-    d.add_argument("--workdir", default="demo-run", help="directory of the demo data, config and results")
-    d.add_argument("--cores", type=int, default=2, help="cores Snakemake may use")
-    d.add_argument("--years", type=int, nargs="+", default=[2022], help="years to embed (default 2022)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the demo world")
-    d.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: extra Snakemake arguments")
-    d.set_defaults(func=_cmd_demo)
