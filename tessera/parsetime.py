@@ -10,11 +10,13 @@ re-parses the workflow, reads a few kilobytes instead of re-planning the ROI).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tessera
 from tessera.config import Config, parse_config
 from tessera.errors import RoiError, TesseraError
 from tessera.grid import load_roi
@@ -22,7 +24,7 @@ from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
 from tessera.stages import STAGE_VERSIONS, settings_json
 
-__all__ = ["Setup", "setup"]
+__all__ = ["Setup", "export_project_root", "setup", "setup_or_exit"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,18 @@ def setup(config: dict[str, Any]) -> Setup:
         source = f"computed in {time.monotonic() - start:.1f} s"
     family = models.check(cfg.model.checkpoint, cfg.model.family, source=cfg.s2.source, dimensions=cfg.model.dimensions)
     return Setup(cfg, results, plan, family, source)
+
+
+def export_project_root(root: Path) -> str:
+    """Tell ``envs/tessera.post-deploy.sh`` what to install: the checkout at ``root``, or this release.
+
+    Snakemake creates conda environments from copies of the env files, so the post-deploy script
+    learns the checkout from ``TESSERA_PROJECT_ROOT`` in the environment of this process (set here,
+    when the Snakefile parses; no file is written).
+    """
+    value = str(root) if (root / "pyproject.toml").is_file() else f"tessera-pipeline=={tessera.__version__}"
+    os.environ["TESSERA_PROJECT_ROOT"] = value
+    return value
 
 
 def setup_or_exit(config: dict[str, Any]) -> Setup:

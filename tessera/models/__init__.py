@@ -237,6 +237,11 @@ def _build(
     payload = load_payload(path, mmap=mmap)
     # an explicit family is trusted: a wrong one then fails on the key check, which names the mismatch
     detected = detect_family(payload, path) if family == "auto" else ("v2" if family.startswith("v2") else family)
+    if detected != v2.FAMILY and isinstance(payload, Mapping) and "args" in payload and "model" in payload:
+        raise CheckpointError(
+            f"checkpoint {path} is a v2 student checkpoint ('args' + 'model'), not {family}; "
+            "set model.family to auto (or to its v2 size) or use a checkpoint of that family"
+        )
     if detected == v2.FAMILY:
         module, spec, name = _build_v2(family, payload, path, dimensions)
     else:
