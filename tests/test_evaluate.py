@@ -16,29 +16,10 @@ from tessera.errors import LabelError
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
-from tessera.grid import Grid
 from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
-from tests.traindata import write_results
-
-#: The grid of `tests.traindata.write_results`' world (tests.tilegen's default origin, 48 x 48 pixels).
-WORLD = Grid("EPSG:32630", 10.0, 30000, -520000, 48, 48)
-
-
-def write_label_raster(path: Path, classes: np.ndarray, transform: Affine = WORLD.transform) -> Path:
-    """Class codes (0 = unlabelled) as band 1 and a regression target (class x 10 + noise) as band 2."""
-    target = classes * 10.0 + np.random.default_rng(0).normal(0, 1, classes.shape)
-    profile = {"driver": "GTiff", "height": classes.shape[0], "width": classes.shape[1], "count": 2}
-    with rasterio.open(path, "w", dtype="float32", crs=WORLD.crs, transform=transform, nodata=0, **profile) as dst:
-        dst.write(np.stack((classes, target)).astype(np.float32))
-    return path
-
-
-def block_classes(n_classes: int = 3, block: int = 6, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(1, n_classes + 1, (WORLD.height // block, WORLD.width // block))
-    return np.kron(coarse, np.ones((block, block), int))
+from tests.traindata import WORLD, block_classes, write_label_raster, write_results
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tessera.errors import ArchitectureError, NoTilesError, TrainingError
 from tessera.models import v1, v2
 from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import combine, mix32
-from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, train
+from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, load_train_config, train
 from tessera.train.data import PixelStream, scan
 from tessera.train.views import draw, view_seeds
 from tests.traindata import tiny_config, write_results
@@ -234,3 +234,10 @@ def test_bad_settings_and_architectures(results: Path, trained: Path, tmp_path: 
         train(tiny_config(learning_rate=0.5), sources, tmp_path, resume=trained / "checkpoint.pt")
     with pytest.raises(TrainingError, match="not a full training checkpoint"):
         train(tiny_config(), sources, tmp_path, resume=trained / "encoder.pt")
+
+
+def test_config_file_documents_the_defaults() -> None:
+    root = Path(__file__).resolve().parents[1]
+    assert load_train_config(root / "config" / "train.yaml") == TrainConfig()
+    demo = load_train_config(root / "tessera" / "testing" / "data" / "demo_train.yaml")
+    assert demo.arch == "demo" and demo.threads == 1 and demo.max_seconds is not None and demo.max_seconds <= 120

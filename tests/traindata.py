@@ -2,18 +2,24 @@
 
 `write_results` cuts a `tests.tilegen` world into ``size`` x ``size`` tiles under
 ``<root>/<year>/tiles/<chunk>/<x0_y0_x1_y1>/``; `tiny_config` is a training configuration small enough
-to run a step in well under a second on one CPU core.
+to run a step in well under a second on one CPU core; `write_label_raster` writes evaluation labels
+on the world's grid `WORLD`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import rasterio
+from affine import Affine
+
+from tessera.grid import Grid
 from tessera.layout import tile_name
 from tessera.train import TrainConfig
 from tests.tilegen import cut, make_world, write_tile_dir
 
-__all__ = ["tiny_config", "write_results"]
+__all__ = ["WORLD", "block_classes", "tiny_config", "write_label_raster", "write_results"]
 
 
 def write_results(root: Path, year: int = 2022, *, seed: int = 3, side: int = 48, size: int = 24) -> Path:
@@ -46,3 +52,22 @@ def tiny_config(**overrides: object) -> TrainConfig:
     }
     values.update(overrides)
     return TrainConfig.from_mapping(values)
+
+
+#: The grid of `tests.traindata.write_results`' world (tests.tilegen's default origin, 48 x 48 pixels).
+WORLD = Grid("EPSG:32630", 10.0, 30000, -520000, 48, 48)
+
+
+def write_label_raster(path: Path, classes: np.ndarray, transform: Affine = WORLD.transform) -> Path:
+    """Class codes (0 = unlabelled) as band 1 and a regression target (class x 10 + noise) as band 2."""
+    target = classes * 10.0 + np.random.default_rng(0).normal(0, 1, classes.shape)
+    profile = {"driver": "GTiff", "height": classes.shape[0], "width": classes.shape[1], "count": 2}
+    with rasterio.open(path, "w", dtype="float32", crs=WORLD.crs, transform=transform, nodata=0, **profile) as dst:
+        dst.write(np.stack((classes, target)).astype(np.float32))
+    return path
+
+
+def block_classes(n_classes: int = 3, block: int = 6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(1, n_classes + 1, (WORLD.height // block, WORLD.width // block))
+    return np.kron(coarse, np.ones((block, block), int))

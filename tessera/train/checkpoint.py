@@ -123,15 +123,15 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
     payload = load_payload(path)
     if not isinstance(payload, Mapping) or "optimizer_state_dict" not in payload or "arch" not in payload:
         raise TrainingError(
-            f"{path} is not a full training checkpoint (no optimizer state or arch); resume from the "
-            f"{FULL_NAME} that tessera train writes, not from {ENCODER_NAME} or a reference checkpoint"
+            f"{path} is not a full training checkpoint (no optimizer state or arch); pass the {FULL_NAME} that "
+            f"tessera train writes, not {ENCODER_NAME} or a reference checkpoint"
         )
     saved = Architecture.from_dict(payload["arch"])
     if saved != arch:
         raise TrainingError(
             f"resume checkpoint {path} is of architecture {saved.name} ({saved.family}, d_model {saved.d_model}, "
-            f"{saved.num_layers} layers), not {arch.name}; resume with --arch {saved.name} or start a new run "
-            "in another output directory"
+            f"{saved.num_layers} layers), not {arch.name}; pass --arch {saved.name} to resume it, or use another "
+            "output directory for a new run"
         )
     before = {k: v for k, v in dict(payload.get("config", {})).items() if k not in RUN_ONLY}
     now = cfg.result_settings()
@@ -140,12 +140,12 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
         diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise TrainingError(
             f"resume checkpoint {path} was made with other settings ({diffs}); use the same settings to resume, "
-            "or start a new run in another output directory"
+            "or another output directory for a new run"
         )
     if list(dict(payload.get("provenance", {})).get("tiles", [])) != tiles:
         raise TrainingError(
             f"resume checkpoint {path} was trained on other tiles (a tile was added, removed or rewritten); "
-            "resume on the same data, or start a new run in another output directory"
+            "use the same tiles to resume, or another output directory for a new run"
         )
     state = payload["model_state_dict"]
     return ResumeState(

@@ -77,7 +77,7 @@ def find_tiles(roots: Sequence[str | Path], years: Sequence[int]) -> list[TileSo
             where = ", ".join(str(Path(r) / str(year)) for r in roots)
             raise NoTilesError(
                 f"no tiles for year {year}: no tile directory (bands.npy + roi.tiff) under {where}; "
-                "run the workflow for that year with keep_tiles: true, or drop the year from --years"
+                "re-run the workflow for that year with keep_tiles: true, or remove the year from --years"
             )
         found += of_year
     return found

@@ -75,7 +75,8 @@ class TrainResult:
     final_loss: float
     """Loss of the last step."""
     pixels_per_second: float
-    """Training pixels (each with its two views) per second of this process."""
+    """Training pixels (each with its two views) per second after this process's first step (which pays
+    for allocations and warm-up), data reading and checkpoints included."""
 
 
 def _device(requested: str) -> torch.device:
@@ -210,13 +211,10 @@ def train(
         resume_from = out / FULL_NAME if resume is True else (Path(resume) if resume else None)
         if resume_from is not None and (resume is not True or resume_from.is_file()):
             start, history = _resume(resume_from, arch, cfg, data, model, opt)
-        step, last = _loop(model, opt, stream, cfg, device, start, history, (out, arch, meta), clock)
+        step, last, rate = _loop(model, opt, stream, cfg, device, start, history, (out, arch, meta), clock)
         save_encoder(out / ENCODER_NAME, arch, model.encoder, meta, step)
     seconds = time.monotonic() - clock
-    result = TrainResult(
-        out / ENCODER_NAME, out / FULL_NAME, step, step >= cfg.steps, last,
-        (step - start) * cfg.batch_size / max(seconds, 1e-9),
-    )  # fmt: skip
+    result = TrainResult(out / ENCODER_NAME, out / FULL_NAME, step, step >= cfg.steps, last, rate)
     _write_sidecar(out / SIDECAR_NAME, result, started, seconds, start, device, threads, history)
     return result
 
@@ -231,22 +229,26 @@ def _loop(
     history: list[list[float]],
     where: tuple[Path, Architecture, dict[str, Any]],
     clock: float,
-) -> tuple[int, float]:
-    """Run steps ``start..cfg.steps`` (or until ``max_seconds``); returns the steps done and the last loss."""
+) -> tuple[int, float, float]:
+    """Run steps ``start..cfg.steps`` (or until ``max_seconds``): the steps done, the last loss, pixels/s."""
     out, arch, meta = where
     norms = Norms.from_spec(arch.input_spec(cfg.source), device)
     bf16 = device.type == "cuda" and cfg.precision == "bf16"
     sizes = (cfg.sample_size_s2, cfg.sample_size_s1)
     done, loss, tick = start, math.nan, time.monotonic()
+    first = stepped = tick
     for step, epoch, batch in stream.batches(start):
         if step >= cfg.steps:
             break
         views = make_views(to_tensors(batch, device), cfg.seed, epoch, sizes, norms)
         record = _step(model, opt, views, cfg, bf16, learning_rate(step, cfg))
+        stepped = time.monotonic()  # before any checkpoint of this step, so a last save is not timed
         loss = record[0]
         if not math.isfinite(loss):
             raise TrainingError(f"the loss became {loss} at step {step + 1}; lower learning_rate and start again")
         done = step + 1
+        if done == start + 1:
+            first = stepped
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append([float(done), *record])
             rate = cfg.log_every * cfg.batch_size / max(time.monotonic() - tick, 1e-9)
@@ -262,7 +264,8 @@ def _loop(
                 "max_seconds %s reached after %d of %d steps: stopping early", cfg.max_seconds, done, cfg.steps
             )
             break
-    return done, loss
+    timed = done - start - 1
+    return done, loss, timed * cfg.batch_size / max(stepped - first, 1e-9) if timed > 0 else math.nan
 
 
 def _write_sidecar(
@@ -285,8 +288,11 @@ def _write_sidecar(
             "resumed_at_step": start,
             "steps_done": result.steps,
             "complete": result.complete,
-            "final_loss": result.final_loss,
-            "pixels_per_second": round(result.pixels_per_second, 1),
+            # NaN (no step run by this process) is not JSON
+            "final_loss": result.final_loss if math.isfinite(result.final_loss) else None,
+            "pixels_per_second": round(result.pixels_per_second, 1)
+            if math.isfinite(result.pixels_per_second)
+            else None,
             "peak_rss_mib": round(peak_mib, 1),
             "device": device.type,
             "threads": threads,
