@@ -12,34 +12,31 @@ TRAIN_CONFIG = os.environ.get("TESSERA_TRAIN_CONFIG", str(Path(workflow.basedir)
 TRAIN_SETTINGS = [TRAIN_CONFIG] if Path(TRAIN_CONFIG).is_file() else []
 
 
-def all_tiles():
-    """Every tile file of every year: training reads them all."""
-    return [
-        f"{RES}/{year}/tiles/{cid}/{tile}/{name}"
-        for year in YEARS
-        for cid, tiles in TILES.items()
-        for tile in tiles
-        for name in TILE_FILES
-    ]
-
-
 rule train:
     input:
-        tiles=all_tiles(),
+        # every tile file of every year: training reads them all
+        tiles=[
+            f"{RES}/{year}/tiles/{cid}/{tile}/{name}"
+            for year in YEARS
+            for cid, tiles in TILES.items()
+            for tile in tiles
+            for name in TILE_FILES
+        ],
         settings=TRAIN_SETTINGS,
     output:
         encoder=f"{RES}/train/encoder.pt",
     log:
         f"{RES}/logs/train.log",
     params:
+        data=lambda wc, output: Path(output.encoder).parent.parent,
         years=" ".join(YEARS),
         settings=lambda wc, input: f"--train-config {input.settings}" if input.settings else "",
-        out_dir=f"{RES}/train",
+        out_dir=lambda wc, output: Path(output.encoder).parent,
     threads: workflow.cores
     resources:
         gpu=INFER_GPUS,
     conda:
         "../envs/tessera.yaml"
     shell:
-        "TESSERA_THREADS={threads} tessera train --data {RES} --years {params.years} {params.settings}"
+        "TESSERA_THREADS={threads} tessera train --data {params.data} --years {params.years} {params.settings}"
         " --out-dir {params.out_dir} &> {log}"

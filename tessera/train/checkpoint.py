@@ -51,6 +51,11 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as CPU tensors, so a checkpoint written on a GPU loads anywhere without a map_location."""
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def _save(path: Path, payload: dict[str, Any]) -> None:
     # through a file object: torch.save names the zip's top folder after a path it is given, and the
     # temporary name is random, so saving to the path would change the bytes from run to run
@@ -60,7 +65,7 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 def save_encoder(path: Path, arch: Architecture, encoder: torch.nn.Module, meta: Mapping[str, Any], step: int) -> None:
     """Write the encoder alone (projector dropped), shaped like the reference's checkpoints."""
-    payload = arch.encoder_payload(encoder.state_dict())
+    payload = arch.encoder_payload(_cpu(encoder.state_dict()))
     payload.update({**meta, "step": step})
     _save(path, payload)
 
@@ -76,8 +81,8 @@ def save_full(
     history: list[list[float]],
 ) -> None:
     """Write everything a resume needs (see the module docstring)."""
-    state = dict(encoder.state_dict())
-    state.update({_PROJECTOR + k: v for k, v in projector.state_dict().items()})
+    state = _cpu(encoder.state_dict())
+    state.update({_PROJECTOR + k: v for k, v in _cpu(projector.state_dict()).items()})
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()

@@ -98,7 +98,8 @@ def _threads(cfg: TrainConfig) -> int:
 def _reproducible(device: torch.device, threads: int, seed: int) -> Iterator[None]:
     """Seeded global RNG, deterministic kernels and a fixed thread count (CPU); all restored afterwards."""
     previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True)
@@ -157,6 +158,8 @@ def _resume(
     model.projector.load_state_dict(state.projector)
     opt.load_state_dict(state.optimizer)
     torch.set_rng_state(state.rng["torch"])
+    if "cuda" in state.rng and next(model.parameters()).is_cuda:
+        torch.cuda.set_rng_state_all(state.rng["cuda"])
     logger.info("resuming from %s at step %d of %d", path, state.step, cfg.steps)
     return state.step, state.history
 
