@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,15 @@ from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
 from tests.traindata import WORLD, block_classes, write_label_raster, write_results
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: the tiny models here gain nothing from two, and OpenMP stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,9 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
     labels = write_label_raster(tmp_path / "labels.tif", block_classes())
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({"classes": {"1": "a", "2": "b", "3": "c"}, "groups": {"ab": [1, 2]}}))
-    settings = EvalSettings(labels=labels, year=2022, classes_file=classes, target_band=2, block_px=6, seed=1)
+    settings = EvalSettings(
+        labels=labels, year=2022, classes_file=classes, target_band=2, block_px=6, seed=1, max_per_class=150
+    )
     report = evaluate(settings, find_tiles([results], [2022]), tmp_path / "probe", checkpoint=checkpoint)
     assert list(report["features"]) == ["model", "random weights", "raw median"]
     saved = json.loads((tmp_path / "probe.json").read_text())
