@@ -18,7 +18,7 @@ from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import combine, mix32
 from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, load_train_config, train
 from tessera.train.data import PixelStream, scan
-from tessera.train.views import draw, view_seeds
+from tessera.train.views import draw, to_tensors, view_seeds
 from tests.traindata import tiny_config, write_results
 
 # --- loss ------------------------------------------------------------------------------------------
@@ -241,3 +241,19 @@ def test_config_file_documents_the_defaults() -> None:
     assert load_train_config(root / "config" / "train.yaml") == TrainConfig()
     demo = load_train_config(root / "tessera" / "testing" / "data" / "demo_train.yaml")
     assert demo.arch == "demo" and demo.threads == 1 and demo.max_seconds is not None and demo.max_seconds <= 120
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_training_on_a_gpu_gives_a_checkpoint_the_cpu_loads(results: Path, tmp_path: Path) -> None:
+    sources = find_tiles([results], [2022])
+    result = train(tiny_config(device="cuda", precision="bf16", steps=6), sources, tmp_path, resume=False)
+    assert result.complete and math.isfinite(result.final_loss)
+    loaded = models.load(result.encoder, "cpu")
+    assert all(t.device.type == "cpu" for t in loaded.module.state_dict().values())
+    # the GPU draws the same views as the CPU: the first batch's seeds and indices are device-independent
+    data = scan(sources, 5, 48)
+    _, epoch, batch = next(PixelStream(data, 32, 256, 48, seed=0).batches(0))
+    on = {d: {k: v.to(d) for k, v in to_tensors(batch, torch.device("cpu")).items()} for d in ("cpu", "cuda")}
+    idx = {d: draw(on[d], view_seeds(on[d], 0, epoch, 1), (8, 8)) for d in on}
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(idx["cpu"], idx["cuda"], strict=True))
