@@ -9,12 +9,12 @@ from typing import Any
 
 from tessera.errors import LabelError
 
-__all__ = ["add_cli", "print_table"]
+__all__ = ["add_cli", "format_table"]
 
 log = logging.getLogger(__name__)
 
 
-def print_table(report: dict[str, Any]) -> str:
+def format_table(report: dict[str, Any]) -> str:
     """The report's main table as plain text (feature set x probe: accuracy, macro F1, group macro F1)."""
     groups = list(report["groups"])
     head = f"{'features':<16} {'probe':<7} {'accuracy':>8} {'macro F1':>8}" + "".join(
@@ -61,7 +61,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         product=product,
         random_arch=args.random_arch,
     )
-    print(print_table(report))
+    print(format_table(report))
     log.info("probe report written to %s.md / .json / _confusion.png / _predictions.csv", out)
 
 

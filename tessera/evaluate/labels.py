@@ -14,6 +14,7 @@ when one is given (groups are reported as the macro F1 over their classes), else
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from tessera.errors import LabelError
 from tessera.grid import Grid
 
 __all__ = ["ClassInfo", "LabelLayer", "read_class_info", "read_labels"]
+
+logger = logging.getLogger(__name__)
 
 NO_LABEL = -1
 """Code of unlabelled pixels in a `LabelLayer`."""
@@ -58,7 +61,7 @@ def read_class_info(path: str | Path | None, codes: Sequence[int], vector_names:
     """Class names (from ``path``, else the vector file's names, else the codes) and groups.
 
     Raises:
-        LabelError: The JSON file is missing, malformed, or names a group code that has no label.
+        LabelError: The JSON file is missing or malformed.
     """
     names = {int(c): vector_names.get(int(c), str(c)) for c in codes}
     if path is None:
@@ -73,11 +76,14 @@ def read_class_info(path: str | Path | None, codes: Sequence[int], vector_names:
             f"class file {file} is not readable JSON of the form "
             f'{{"classes": {{"1": "water"}}, "groups": {{"timing": [2, 3]}}}} ({exc}); fix it'
         ) from exc
+    # a group is scored over its classes that the sampled pixels have (a small ROI may miss some)
+    present = {g: [c for c in members if c in names] for g, members in groups.items()}
     for group, members in groups.items():
-        missing = sorted(set(members) - set(names))
-        if missing:
-            raise LabelError(f"group {group} in {file} names classes {missing} that no labelled pixel has; fix it")
-    return ClassInfo(names, groups)
+        if len(present[group]) < len(members):
+            logger.warning(
+                "class group %s: classes %s have no labelled pixel here", group, sorted(set(members) - set(names))
+            )
+    return ClassInfo(names, {g: m for g, m in present.items() if m})
 
 
 def _raster_layer(path: Path, grid: Grid, target_band: int | None) -> LabelLayer:

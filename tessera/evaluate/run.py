@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class _Pixels:
+    """Labelled pixels: where they are (tile index, flat index in it, global grid position) and their labels."""
+
     tile: np.ndarray
     pix: np.ndarray
     col: np.ndarray
@@ -81,7 +83,11 @@ class _Pixels:
     target: np.ndarray
 
     def take(self, keep: np.ndarray) -> _Pixels:
-        return _Pixels(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+        return _Pixels(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    @classmethod
+    def concat(cls, parts: list[_Pixels]) -> _Pixels:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 def _labelled(tiles: list[Any], layers: list[LabelLayer], labels: Path) -> _Pixels:
@@ -89,19 +95,26 @@ def _labelled(tiles: list[Any], layers: list[LabelLayer], labels: Path) -> _Pixe
     for k, ((tile, grid), layer) in enumerate(zip(tiles, layers, strict=True)):
         has_s2 = tile.masks.any(axis=0)
         has_s1 = (tile.sar_ascending != 0).any(axis=(0, 3)) | (tile.sar_descending != 0).any(axis=(0, 3))
-        ok = (layer.classes != NO_LABEL) & (tile.roi > 0) & has_s2 & has_s1
-        pix = np.flatnonzero(ok)
+        pix = np.flatnonzero((layer.classes != NO_LABEL) & (tile.roi > 0) & has_s2 & has_s1)
         ys, xs = np.divmod(pix, tile.roi.shape[1])
-        target = layer.target.ravel()[pix] if layer.target is not None else np.full(len(pix), np.nan)
-        epsg = int(grid.crs.split(":")[1])
-        parts.append((np.full(len(pix), k), pix, grid.col + xs, grid.row + ys, np.full(len(pix), epsg),
-                      layer.classes.ravel()[pix], target))  # fmt: skip
-    if not parts or not sum(len(p[1]) for p in parts):
+        n = len(pix)
+        parts.append(
+            _Pixels(
+                tile=np.full(n, k),
+                pix=pix,
+                col=grid.col + xs.astype(np.int64),
+                row=grid.row + ys.astype(np.int64),
+                epsg=np.full(n, int(grid.crs.split(":")[1])),
+                label=layer.classes.ravel()[pix],
+                target=layer.target.ravel()[pix] if layer.target is not None else np.full(n, np.nan),
+            )
+        )
+    if not sum(len(p.pix) for p in parts):
         raise LabelError(
             f"labels {labels} do not overlap the ROI of any of the {len(tiles)} tiles (no labelled pixel with "
             "observations inside them); check the labels' CRS and extent, or point --data/--year at their region"
         )
-    return _Pixels(*(np.concatenate([p[i] for p in parts]).astype(np.int64 if i < 6 else np.float64) for i in range(7)))
+    return _Pixels.concat(parts)
 
 
 def _sample(px: _Pixels, per_class: int, seed: int, labels: Path) -> _Pixels:

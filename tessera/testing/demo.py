@@ -137,7 +137,7 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
     Raises:
         ServerError: the servers could not be started (e.g. PostgreSQL is not installed).
     """
-    from tessera.evaluate.cli import print_table
+    from tessera.evaluate.cli import format_table
 
     workdir = workdir.resolve()
     data_dir, results = workdir / "data", workdir / "results"
@@ -159,7 +159,7 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
     for year in years:
         report = evaluate_demo(data_dir, results, year)
         print(
-            f"\nProbe scores {year} (demo world labels; timing = the winter and spring crops):\n{print_table(report)}"
+            f"\nProbe scores {year} (demo world labels; timing = the winter and spring crops):\n{format_table(report)}"
         )
     return 0
 
