@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from tessera.layout import ORBITS, PRODUCTS
-from tessera.parsetime import export_project_root, setup_or_exit
+from tessera.parsetime import export_project_root, setup_or_exit, train_settings_or_exit
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 if not config:
@@ -93,6 +93,11 @@ def all_targets():
     qa = [R.product(year, "_qa.md") for year in YEARS]
     products = [f for year in YEARS for f in product_files(year).values()]
     return products + qa + (tile_exports() if CFG.keep_tiles else [])
+
+
+def train_settings_file(basedir):
+    """The training settings file (config/train.yaml, or TESSERA_TRAIN_CONFIG), checked now; [] for the defaults."""
+    return train_settings_or_exit(basedir)
 
 
 def report_skipped_scenes():

@@ -279,8 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers).
-_EXTRA_COMMANDS: list[str] = ["tessera.testing.world", "tessera.testing.servers", "tessera.testing.demo"]
+#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, training, evaluation).
+_EXTRA_COMMANDS: list[str] = [
+    "tessera.testing.world",
+    "tessera.testing.servers",
+    "tessera.testing.demo",
+    "tessera.train.cli",
+    "tessera.evaluate.cli",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

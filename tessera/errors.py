@@ -7,15 +7,19 @@ Every error says what was wrong and how to fix it. The CLI (`tessera.cli`) catch
 from __future__ import annotations
 
 __all__ = [
+    "ArchitectureError",
     "CheckpointError",
     "ConfigError",
     "DataSourceError",
     "GridMismatchError",
+    "LabelError",
     "NoScenesError",
+    "NoTilesError",
     "RoiError",
     "ServerError",
     "TesseraError",
     "TileError",
+    "TrainingError",
     "TransportError",
 ]
 
@@ -58,3 +62,19 @@ class CheckpointError(TesseraError):
 
 class ServerError(TesseraError):
     """A local server used by the demo or the tests could not be started."""
+
+
+class ArchitectureError(TesseraError, ValueError):
+    """An architecture name the package does not know (`tessera.models.arch.ARCHITECTURES`)."""
+
+
+class NoTilesError(TesseraError, FileNotFoundError):
+    """No reference-layout tile directory was found for the requested data (years, regions)."""
+
+
+class TrainingError(TesseraError, ValueError):
+    """Training cannot start or resume with these settings (bad value, no usable pixel, incompatible resume)."""
+
+
+class LabelError(TesseraError, ValueError):
+    """Evaluation labels cannot be used (unreadable, outside the tiles, fewer than two classes)."""

@@ -24,7 +24,14 @@ from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
 from tessera.stages import STAGE_VERSIONS, settings_json
 
-__all__ = ["Setup", "export_project_root", "setup", "setup_or_exit"]
+__all__ = [
+    "Setup",
+    "export_project_root",
+    "setup",
+    "setup_or_exit",
+    "train_settings",
+    "train_settings_or_exit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +137,38 @@ def export_project_root(root: Path) -> str:
     return value
 
 
+def train_settings(basedir: Path) -> list[str]:
+    """The ``train`` target's settings file, validated now (a bad one fails the parse); [] for the defaults.
+
+    ``TESSERA_TRAIN_CONFIG`` names the file; else ``config/train.yaml`` beside the Snakefile.
+    """
+    from tessera.train import load_train_config
+
+    path = Path(os.environ.get("TESSERA_TRAIN_CONFIG", str(basedir / "config" / "train.yaml")))
+    if not path.is_file():
+        return []
+    load_train_config(path)
+    return [str(path)]
+
+
 def setup_or_exit(config: dict[str, Any]) -> Setup:
     """`setup`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
-    from snakemake.exceptions import WorkflowError
-
     try:
         return setup(config)
     except TesseraError as exc:
-        raise WorkflowError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise _workflow_error(exc) from None
+
+
+def train_settings_or_exit(basedir: Path) -> list[str]:
+    """`train_settings`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
+    try:
+        return train_settings(basedir)
+    except TesseraError as exc:
+        raise _workflow_error(exc) from None
+
+
+def _workflow_error(exc: TesseraError) -> Exception:
+    from snakemake.exceptions import WorkflowError
+
+    error: Exception = WorkflowError(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    return error

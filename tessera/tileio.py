@@ -134,9 +134,7 @@ def read_tile(tile_dir: str | Path, *, mmap: bool = True) -> tuple[TileArrays, G
     arrays = {spec.name: _load_npy(path / spec.name, spec, mmap) for spec in TILE_FILES}
     for name, arr in arrays.items():
         if arr.ndim > 1 and arr.shape[1:3] != roi.shape:
-            raise TileError(
-                f"{path / name} covers {arr.shape[1:3]} pixels but roi.tiff is {roi.shape}; {_TILE_FIX}"
-            )
+            raise TileError(f"{path / name} covers {arr.shape[1:3]} pixels but roi.tiff is {roi.shape}; {_TILE_FIX}")
     if arrays["masks.npy"].shape[0] != arrays["bands.npy"].shape[0]:
         raise TileError(
             f"{path}: masks.npy has T = {arrays['masks.npy'].shape[0]} but bands.npy has "
@@ -149,8 +147,7 @@ def read_tile(tile_dir: str | Path, *, mmap: bool = True) -> tuple[TileArrays, G
     ):
         if arrays[data].shape[0] != arrays[doy].shape[0]:
             raise TileError(
-                f"{path}: {data} has T = {arrays[data].shape[0]} but {doy} has {arrays[doy].shape[0]}; "
-                f"{_TILE_FIX}"
+                f"{path}: {data} has T = {arrays[data].shape[0]} but {doy} has {arrays[doy].shape[0]}; {_TILE_FIX}"
             )
     tile = TileArrays(
         bands=arrays["bands.npy"],

@@ -56,7 +56,8 @@ def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) 
     where = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
     workflow, config = where.stdout.split()
     assert Path(workflow) == site / "tessera" / "workflow" and Path(config).is_relative_to(site)
-    cmd = [sys.executable, "-m", "tessera.cli", "demo", "--workdir", str(tmp_path / "demo"), "--", "-n", "--quiet", "rules"]
+    demo = [sys.executable, "-m", "tessera.cli", "demo", "--workdir", str(tmp_path / "demo")]
+    cmd = [*demo, "--", "-n", "--quiet", "rules"]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "infer" in res.stdout and "stitch" in res.stdout
