@@ -23,7 +23,7 @@ rule train:
         years=" ".join(YEARS),
         settings=lambda wc, input: f"--train-config {input.settings}" if input.settings else "",
         out_dir=lambda wc, output: Path(output.encoder).parent,
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=INFER_GPUS,
     conda:
