@@ -15,6 +15,7 @@ include: "rules/read.smk"
 include: "rules/tile.smk"
 include: "rules/infer.smk"
 include: "rules/products.smk"
+include: "rules/export.smk"
 
 
 onsuccess:

@@ -269,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, QA).
-_EXTRA_COMMANDS: list[str] = ["tessera.testing.world", "tessera.testing.servers", "tessera.testing.demo"]
+_EXTRA_COMMANDS: list[str] = [
+    "tessera.testing.world",
+    "tessera.testing.servers",
+    "tessera.testing.demo",
+    "tessera.export.cli",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

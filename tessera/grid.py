@@ -26,7 +26,17 @@ from rasterio.enums import Resampling
 from tessera.errors import RoiError
 from tessera.layout import tile_name
 
-__all__ = ["Grid", "Roi", "Chunk", "TileSpec", "load_roi", "plan_chunks", "plan_tiles", "utm_crs_for"]
+__all__ = [
+    "Grid",
+    "Roi",
+    "Chunk",
+    "TileSpec",
+    "grid_covering",
+    "load_roi",
+    "plan_chunks",
+    "plan_tiles",
+    "utm_crs_for",
+]
 
 
 @dataclass(frozen=True)
@@ -358,3 +368,9 @@ def plan_tiles(roi: Roi, chunk: Chunk, tile_size: int) -> list[TileSpec]:
 def cached_roi(path: str, resolution: float, max_area_km2: float | None) -> Roi:
     """`load_roi`, memoised for the workflow's parse step."""
     return load_roi(path, resolution, max_area_km2)
+
+
+def grid_covering(crs: str, bounds: tuple[float, float, float, float], resolution: float) -> Grid:
+    """The smallest grid in ``crs`` whose pixel edges lie on multiples of ``resolution`` and that holds ``bounds``."""
+    col0, row0, col1, row1 = _snap_bounds(bounds, float(resolution))
+    return Grid(crs, float(resolution), col0, row0, col1 - col0, row1 - row0)

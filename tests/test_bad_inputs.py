@@ -328,6 +328,28 @@ def _items_not_json(tmp: Path, base: str) -> Run:
     )
 
 
+def _export_without_products(tmp: Path, _: str) -> Run:
+    """``tessera export geotessera`` for a year whose products were never made."""
+    out = tmp / "results" / "2022" / "geotessera"
+    argv = ["export", "geotessera", "--config", str(write_config(tmp)), "--year", "2022"]
+    return Run(["no products of 2022 yet", "tessera_2022.tif does not exist", "snakemake"], [out], argv=argv)
+
+
+def _export_other_registry(tmp: Path, _: str) -> Run:
+    """An export into a directory that already holds the registry of another year's export."""
+    from tessera.export.geotessera import export_geotessera
+    from tests.productgen import RES, write_product
+    from tests.productgen import write_config as product_config
+
+    product = write_product(tmp)
+    other = write_product(tmp / "other", year=2023)
+    out = tmp / "geotessera"
+    export_geotessera(load_roi(other.roi, RES), other.cog, 2023, out)
+    argv = ["export", "geotessera", "--config", str(product_config(tmp, product)), "--year", "2022", "--out", str(out)]
+    says = [f"{out} already holds a different registry (4 tile(s) of 2023", "--out"]
+    return Run(says, [out / "global_0.1_degree_representation" / "2022"], argv=argv)
+
+
 CASES = [
     Case("config-unknown-key", "ConfigError", _unknown_key),
     Case("config-wrong-type", "ConfigError", _wrong_type),
@@ -354,6 +376,8 @@ CASES = [
     Case("stac-url-not-a-stac-api", "DataSourceError", _search_not_stac),
     Case("scene-read-persistent-503", "TransportError", _scene_503),
     Case("itemcollection-not-json", "DataSourceError", _items_not_json),
+    Case("export-year-without-products", "ProductsMissingError", _export_without_products),
+    Case("export-dir-holds-other-registry", "ExportConflictError", _export_other_registry),
 ]
 
 
