@@ -10,9 +10,9 @@ min_version("9.0")
 
 
 include: "rules/common.smk"
+include: "rules/plan.smk"
 include: "rules/search.smk"
 include: "rules/read.smk"
-include: "rules/tile.smk"
 include: "rules/infer.smk"
 include: "rules/products.smk"
 include: "rules/export.smk"
@@ -24,5 +24,5 @@ onsuccess:
 
 rule all:
     input:
-        all_products(),
+        all_targets(),
     default_target: True

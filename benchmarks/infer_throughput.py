@@ -28,9 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tessera import models
-from tessera.infer import infer_arrays, resolve_device
+from tessera.infer import infer_arrays
 from tessera.models import v1
 from tessera.models.spec import LoadedModel
+from tessera.staging import resolve_device
 from tessera.tileio import TileArrays
 from tests.tilegen import cut, make_world
 

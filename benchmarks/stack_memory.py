@@ -28,7 +28,8 @@ import rasterio
 import rasterio.warp
 from affine import Affine
 
-from tessera.grid import Chunk, Grid, Roi
+from tessera.config import SourceConfig
+from tessera.grid import Chunk, Grid
 from tessera.layout import S2_BANDS
 from tessera.read import read_s2
 from tessera.search import write_item_collection
@@ -80,16 +81,10 @@ def _item(i: int, hrefs: dict[str, tuple[str, float, tuple[int, int]]]) -> pysta
     return item
 
 
-def _roi() -> Roi:
-    x0, y0, x1, y1 = GRID.bounds
-    poly = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-    return Roi(Path("benchmark-roi.geojson"), "vector", GRID, (poly,))
-
-
 def _child(items: str, out_dir: str, queue: Any) -> None:
-    cfg = {"s2": {"source": "stac", "url": "http://127.0.0.1:1", "collection": "sentinel-2-l2a"}}
+    source = SourceConfig("stac", url="http://127.0.0.1:1", collection="sentinel-2-l2a")
     t0 = time.perf_counter()
-    read_s2(cfg, _roi(), Chunk("bench", GRID), 2023, Path(items), Path(out_dir))
+    read_s2(source, np.ones(GRID.shape, np.uint8), Chunk("bench", GRID), 2023, Path(items), Path(out_dir))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"peak_mib": peak_kib / 1024, "seconds": time.perf_counter() - t0})
 

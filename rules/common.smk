@@ -1,118 +1,110 @@
-# Parse-time planning: validate the config, load the ROI, plan chunks and tiles.
+# Parse-time setup (tessera.parsetime): validate the config, plan the ROI or read the stored plan,
+# check the checkpoint. Every problem stops here, before any job runs; nothing is written.
 # Input functions only; no numeric code here.
-import json
+import os
 import sys
 from pathlib import Path
 
 import yaml
-from snakemake.exceptions import WorkflowError
 
-from tessera.config import validate_config
-from tessera.errors import TesseraError
-from tessera.grid import cached_roi, plan_chunks, plan_tiles
-from tessera.io import write_json_atomic
+import tessera
+
+from tessera.layout import ORBITS, PRODUCTS
+from tessera.parsetime import setup_or_exit
+from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 if not config:
     with open(Path(workflow.basedir) / "config" / "config.yaml") as _fh:
         config.update(yaml.safe_load(_fh))
 
-try:
-    CFG = validate_config(config)
-    ROI = cached_roi(CFG["roi"], float(CFG["resolution"]), float(CFG["max_roi_area_km2"]))
-    CHUNKS = {c.id: c for c in plan_chunks(ROI, CFG["chunk_size_m"])}
-    TILES = {cid: [t.name for t in plan_tiles(ROI, c, CFG["tile_size"])] for cid, c in CHUNKS.items()}
-except TesseraError as _exc:
-    raise WorkflowError(f"{type(_exc).__name__}: {_exc}") from None
-
-RES = CFG["results_dir"]
-YEARS = [str(y) for y in CFG["years"]]
-INT8 = CFG["model"]["output"] == "int8"
-# The validated config every job reads; rewritten only when it changes, so mtimes stay put.
-CONFIG_JSON = f"{RES}/.tessera/config.json"
-if not Path(CONFIG_JSON).exists() or json.loads(Path(CONFIG_JSON).read_text()) != CFG:
-    write_json_atomic(CONFIG_JSON, CFG)
+S = setup_or_exit(config)
+CFG = S.cfg
+R = S.results
+YEARS = [str(y) for y in CFG.years]
+CHUNKS = [c.id for c in S.plan.chunks]
+INT8 = CFG.model.output == "int8"
+TILE_SIZE = CFG.tile_size
 # One GPU per inference job unless the config pins inference to the CPU.
-INFER_GPUS = 0 if CFG["model"]["device"] == "cpu" else 1
-TILE_FILES = [
-    "bands.npy",
-    "masks.npy",
-    "doys.npy",
-    "sar_ascending.npy",
-    "sar_ascending_doy.npy",
-    "sar_descending.npy",
-    "sar_descending_doy.npy",
-    "roi.tiff",
-]
+INFER_GPUS = 0 if CFG.model.device == "cpu" else 1
+# Machine settings: the infer rule passes them as params derived from its resources, which Snakemake
+# does not record as provenance, so changing them reruns nothing.
+DEVICE = CFG.model.device
+BATCH_SIZE = CFG.model.batch_size or 0
 
-print(
-    f"tessera: ROI {CFG['roi']} -> grid {ROI.grid.crs} {ROI.grid.width}x{ROI.grid.height} px, "
-    f"{len(CHUNKS)} chunks, {sum(map(len, TILES.values()))} tiles, years {', '.join(YEARS)}",
-    file=sys.stderr,
+print(S.summary(), file=sys.stderr)
+# For envs/tessera.post-deploy.sh (conda deployment): where to install the package from. An
+# environment variable of this process, not a file: parsing writes nothing.
+_root = Path(workflow.current_basedir).parent  # rules/ -> the checkout, whichever Snakefile includes us
+os.environ["TESSERA_PROJECT_ROOT"] = (
+    str(_root) if (_root / "pyproject.toml").is_file() else f"tessera-pipeline=={tessera.__version__}"
 )
 
 
 wildcard_constraints:
     year=r"\d{4}",
     chunk=r"[0-9]+m_E-?[0-9.]+_N-?[0-9.]+",
-    tile=r"\d+_\d+_\d+_\d+",
+    part=r"all|n\d+-\d+",
     product=r"s2|s1-ascending|s1-descending",
     orbit=r"ascending|descending",
 
 
-def maybe_temp(path):
-    """Tiles are large: temp() unless the config keeps them."""
-    return path if CFG["keep_tiles"] else temp(path)
+def plan_inputs(tiles=False):
+    """The stored plan as inputs. ancient(): its path is its content's address, so only a new path matters."""
+    files = {"plan": ancient(R.plan_chunks(S.key)), "mask": ancient(R.plan_mask(S.key))}
+    if tiles:
+        files["tiles"] = ancient(R.plan_tiles(S.key, TILE_SIZE))
+    return files
 
 
-def tile_dir(wildcards):
-    return f"{RES}/{wildcards.year}/tiles/{wildcards.chunk}/{wildcards.tile}"
+def plan_dir(wildcards, input):
+    """The plan directory, from the plan input (a derived param: its path is not provenance)."""
+    return str(Path(input.plan).parent)
 
 
-def embedding_files(year, chunk, tile):
-    """Named outputs of one tile's inference: embedding, sidecar metadata and (int8) scales."""
-    stem = f"{RES}/{year}/embeddings/{chunk}/{tile}"
-    files = {"embedding": f"{stem}.npy", "meta": f"{stem}.json"}
-    return {**files, "scales": f"{stem}_scales.npy"} if INT8 else files
+def chunk_stacks(wildcards):
+    """Every stacked array of one chunk and year."""
+    return R.chunk_stacks(wildcards.year, wildcards.chunk)
 
 
-def year_embeddings(wildcards):
-    """Every tile embedding of one year."""
-    return [
-        f
-        for cid, tiles in TILES.items()
-        for tile in tiles
-        for f in embedding_files(wildcards.year, cid, tile).values()
-    ]
+def checkpoint_input(wildcards):
+    """The checkpoint file: an input, so replacing it in place reruns inference."""
+    return [CFG.model.checkpoint] if CFG.model.checkpoint else []
+
+
+def year_parts(wildcards):
+    """Every inference job's output directory of one year."""
+    return [R.embeddings(wildcards.year, c, part) for c in CHUNKS for part in S.parts(c)]
 
 
 def year_searches(wildcards):
-    return [
-        f"{RES}/{wildcards.year}/search/{cid}/{product}.json"
-        for cid in CHUNKS
-        for product in ("s2", "s1-ascending", "s1-descending")
-    ]
+    return [R.search(wildcards.year, c, product) for c in CHUNKS for product in PRODUCTS]
 
 
 def year_stack_qa(wildcards):
     """qa.json and valid-count map of every read step of one year."""
-    return [
-        f"{RES}/{wildcards.year}/stack/{cid}/{product}/{name}"
-        for cid in CHUNKS
-        for product in ("s2", "s1-ascending", "s1-descending")
-        for name in ("qa.json", "valid_count.npy")
-    ]
+    return [R.stack_file(wildcards.year, c, p, n) for c in CHUNKS for p in PRODUCTS for n in (QA_FILE, VALID_COUNT_FILE)]
 
 
 def product_files(year):
     """Named products of one year: COG, STAC Item, quicklook and (int8) the scales COG."""
-    stem = f"{RES}/{year}/products/tessera_{year}"
-    files = {"cog": f"{stem}.tif", "item": f"{stem}.json", "quicklook": f"{stem}_quicklook.png"}
-    return {**files, "scales": f"{stem}_scales.tif"} if INT8 else files
+    files = {"cog": R.product(year), "item": R.product(year, ".json"), "quicklook": R.product(year, "_quicklook.png")}
+    return {**files, "scales": R.product(year, "_scales.tif")} if INT8 else files
 
 
-def all_products():
-    qa = [f"{RES}/{year}/products/tessera_{year}_qa.md" for year in YEARS]
-    return [f for year in YEARS for f in product_files(year).values()] + qa
+def tile_exports():
+    """Every chunk's reference-layout tile directories, every year."""
+    return [R.tiles(year, c) for year in YEARS for c in CHUNKS]
+
+
+def geotessera_exports():
+    """Every year's geotessera export directory."""
+    return [R.geotessera(year) for year in YEARS]
+
+
+def all_targets():
+    qa = [R.product(year, "_qa.md") for year in YEARS]
+    products = [f for year in YEARS for f in product_files(year).values()]
+    return products + qa + (tile_exports() if CFG.keep_tiles else [])
 
 
 def report_skipped_scenes():
@@ -120,11 +112,12 @@ def report_skipped_scenes():
     from tessera.qa import load_stack_qa, skipped_scenes
 
     for year in YEARS:
-        stack = Path(RES) / year / "stack"
-        if not all((stack / cid / p / "qa.json").exists() for cid in CHUNKS for p in ("s2", "s1-ascending", "s1-descending")):
+        stack = Path(R.stack_root(year))
+        if not all((stack / cid / p / QA_FILE).exists() for cid in CHUNKS for p in PRODUCTS):
             continue
-        rows = skipped_scenes(load_stack_qa(stack, list(CHUNKS)))
+        rows = skipped_scenes(load_stack_qa(stack, CHUNKS))
         if rows:
-            print(f"tessera: {year}: {len(rows)} scene(s) skipped (details in {RES}/{year}/products/tessera_{year}_qa.md):", file=sys.stderr)
+            qa_md = R.product(year, "_qa.md")
+            print(f"tessera: {year}: {len(rows)} scene(s) skipped (details in {qa_md}):", file=sys.stderr)
             for cid, product, scene, reason in rows:
                 print(f"  {cid} {product} {scene}: {reason}", file=sys.stderr)

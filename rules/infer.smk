@@ -1,18 +1,29 @@
+# Inference: one job per chunk (or per infer_tiles_per_job tiles), reading tile windows straight
+# from the chunk stacks; the model is loaded once per job. A failed job's finished tiles are kept
+# and only the rest are embedded when it runs again.
 rule infer:
     input:
-        [f"{RES}/{{year}}/tiles/{{chunk}}/{{tile}}/{name}" for name in TILE_FILES],
+        **plan_inputs(tiles=True),
+        stacks=chunk_stacks,
+        checkpoint=checkpoint_input,
     output:
-        **embedding_files("{year}", "{chunk}", "{tile}"),
+        directory(R.embeddings("{year}", "{chunk}", "{part}")),
     log:
-        f"{RES}/logs/infer/{{year}}/{{chunk}}/{{tile}}.log",
+        R.log("infer", "{year}", "{chunk}", "{part}"),
     params:
-        config=CONFIG_JSON,
-        tile_dir=tile_dir,
+        plan_dir=plan_dir,
+        # machine settings: params computed from resources are not provenance, so changing them reruns nothing
+        device=lambda wc, resources: DEVICE,
+        batch_size=lambda wc, resources: BATCH_SIZE,
+        settings=S.settings("infer"),
+        version=S.version("infer"),
+        stack_dir=lambda wc, input: Path(input.stacks[0]).parents[1],
     threads: 4
     resources:
         gpu=INFER_GPUS,
     conda:
         "../envs/tessera.yaml"
     shell:
-        "TESSERA_THREADS={threads} tessera infer --config {params.config} --year {wildcards.year}"
-        " --tile-dir {params.tile_dir} --out {output.embedding} &> {log}"
+        "TESSERA_THREADS={threads} tessera infer --settings {params.settings:q} --plan {params.plan_dir}"
+        " --chunk {wildcards.chunk} --part {wildcards.part} --year {wildcards.year} --stack-dir {params.stack_dir}"
+        " --device {params.device} --batch-size {params.batch_size} --out {output} &> {log}"

@@ -1,16 +1,19 @@
+# Read each chunk's scenes into its stacked arrays (the reference's layout). The stacks are kept:
+# inference reads them, and a changed model setting reruns inference without downloading again.
 rule read_s2:
     input:
-        f"{RES}/{{year}}/search/{{chunk}}/s2.json",
+        **plan_inputs(),
+        found=R.search("{year}", "{chunk}", "s2"),
     output:
-        bands=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/bands.npy"),
-        masks=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/masks.npy"),
-        doys=temp(f"{RES}/{{year}}/stack/{{chunk}}/s2/doys.npy"),
-        counts=f"{RES}/{{year}}/stack/{{chunk}}/s2/valid_count.npy",
-        qa=f"{RES}/{{year}}/stack/{{chunk}}/s2/qa.json",
+        arrays=R.stack_arrays("{year}", "{chunk}", "s2"),
+        counts=R.stack_file("{year}", "{chunk}", "s2", VALID_COUNT_FILE),
+        qa=R.stack_file("{year}", "{chunk}", "s2", QA_FILE),
     log:
-        f"{RES}/logs/read_s2/{{year}}/{{chunk}}.log",
+        R.log("read_s2", "{year}", "{chunk}"),
     params:
-        config=CONFIG_JSON,
+        plan_dir=plan_dir,
+        settings=S.settings("read_s2"),
+        version=S.version("read_s2"),
         out_dir=lambda wc, output: Path(output.qa).parent,
     threads: 2
     resources:
@@ -18,22 +21,24 @@ rule read_s2:
     conda:
         "../envs/tessera.yaml"
     shell:
-        "tessera read-s2 --config {params.config} --chunk {wildcards.chunk} --year {wildcards.year}"
-        " --items {input} --out-dir {params.out_dir} &> {log}"
+        "tessera read-s2 --settings {params.settings:q} --plan {params.plan_dir} --chunk {wildcards.chunk}"
+        " --year {wildcards.year} --items {input.found} --out-dir {params.out_dir} &> {log}"
 
 
 rule read_s1:
     input:
-        f"{RES}/{{year}}/search/{{chunk}}/s1-{{orbit}}.json",
+        **plan_inputs(),
+        found=R.search("{year}", "{chunk}", "s1-{orbit}"),
     output:
-        sar=temp(f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/sar_{{orbit}}.npy"),
-        doy=temp(f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/sar_{{orbit}}_doy.npy"),
-        counts=f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/valid_count.npy",
-        qa=f"{RES}/{{year}}/stack/{{chunk}}/s1-{{orbit}}/qa.json",
+        arrays=R.stack_arrays("{year}", "{chunk}", "s1-{orbit}"),
+        counts=R.stack_file("{year}", "{chunk}", "s1-{orbit}", VALID_COUNT_FILE),
+        qa=R.stack_file("{year}", "{chunk}", "s1-{orbit}", QA_FILE),
     log:
-        f"{RES}/logs/read_s1/{{year}}/{{chunk}}-{{orbit}}.log",
+        R.log("read_s1", "{year}", "{chunk}-{orbit}"),
     params:
-        config=CONFIG_JSON,
+        plan_dir=plan_dir,
+        settings=S.settings("read_s1"),
+        version=S.version("read_s1"),
         out_dir=lambda wc, output: Path(output.qa).parent,
     threads: 2
     resources:
@@ -41,5 +46,6 @@ rule read_s1:
     conda:
         "../envs/tessera.yaml"
     shell:
-        "tessera read-s1 --config {params.config} --chunk {wildcards.chunk} --year {wildcards.year}"
-        " --orbit {wildcards.orbit} --items {input} --out-dir {params.out_dir} &> {log}"
+        "tessera read-s1 --settings {params.settings:q} --plan {params.plan_dir} --chunk {wildcards.chunk}"
+        " --year {wildcards.year} --orbit {wildcards.orbit} --items {input.found} --out-dir {params.out_dir}"
+        " &> {log}"

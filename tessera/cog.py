@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,7 @@ def _open_tile(path: Path, label: str, shape: tuple[int, ...], dtype: np.dtype) 
 def _fill(
     win: Window, tiles: Sequence[TilePlacement], dims: int, int8: bool, inside: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``inside`` is the window's ROI mask."""
     """The window's ``(D, h, w)`` values (and int8 scales), nodata where no tile or outside the ROI."""
     h, w, r0, c0 = int(win.height), int(win.width), int(win.row_off), int(win.col_off)
     if int8:
@@ -130,11 +131,21 @@ def _fill(
             v = np.array(_open_tile(t.data, t.label, need, np.dtype(np.float32))[src_rows, src_cols])
             v[~np.isfinite(v).all(axis=-1)] = np.nan  # a pixel is nodata as a whole vector
             values[dst] = np.moveaxis(v, -1, 0)
-    outside = inside[r0 : r0 + h, c0 : c0 + w] == 0
+    outside = inside == 0
     values[:, outside] = INT8_NODATA if int8 else np.nan
     if scales is not None:
         scales[outside] = np.nan
     return values, scales
+
+
+def _tiles_by_window(tiles: Sequence[TilePlacement], size: int) -> dict[tuple[int, int], list[TilePlacement]]:
+    """The tiles overlapping each ``size`` window, so a window looks at its few tiles, not all of them."""
+    index: dict[tuple[int, int], list[TilePlacement]] = {}
+    for t in tiles:
+        for wr in range(t.row // size, (t.row + t.height - 1) // size + 1):
+            for wc in range(t.col // size, (t.col + t.width - 1) // size + 1):
+                index.setdefault((wr, wc), []).append(t)
+    return index
 
 
 def _profile(grid: Grid, count: int, dtype: str, nodata: float, block: int) -> dict[str, object]:
@@ -163,7 +174,7 @@ def write_mosaic(
     grid: Grid,
     tiles: Sequence[TilePlacement],
     dims: int,
-    inside: np.ndarray,
+    inside: Callable[[Grid], np.ndarray],
     *,
     tags: Mapping[str, str],
     block_size: int = 256,
@@ -177,7 +188,7 @@ def write_mosaic(
         grid: The ROI grid.
         tiles: Where each tile's real pixels go.
         dims: Embedding dimensions.
-        inside: uint8 ``grid.shape`` ROI mask; pixels where it is 0 are nodata.
+        inside: The ROI mask (uint8) of a window of ``grid``; pixels where it is 0 are nodata.
         tags: Dataset tags (``TESSERA_*``) written to both files.
         block_size: GeoTIFF block side (multiple of 16).
         window_blocks: Window side in blocks: memory is ``(block_size * window_blocks)**2 * dims`` values.
@@ -202,8 +213,11 @@ def write_mosaic(
             if sds is not None:
                 sds.update_tags(**tags)
                 sds.set_band_description(1, "scale")
+            by_window = _tiles_by_window(tiles, size)
             for k, win in enumerate(wins, start=1):
-                values, scales = _fill(win, tiles, dims, int8, inside)
+                window_grid = grid.window(int(win.col_off), int(win.row_off), int(win.width), int(win.height))
+                near = by_window.get((int(win.row_off) // size, int(win.col_off) // size), [])
+                values, scales = _fill(win, near, dims, int8, inside(window_grid))
                 ds.write(values, window=win)
                 if sds is not None and scales is not None:
                     sds.write(scales[None], window=win)

@@ -10,8 +10,10 @@ import copy
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -19,7 +21,19 @@ import yaml
 
 from tessera.errors import ConfigError
 
-__all__ = ["FIRST_YEAR", "last_year", "load_config", "schema", "validate_config"]
+__all__ = [
+    "FIRST_YEAR",
+    "Config",
+    "ModelConfig",
+    "SourceConfig",
+    "last_year",
+    "load_config",
+    "parse_config",
+    "read_config",
+    "schema",
+    "validate_config",
+    "validate_settings",
+]
 
 #: Sentinel-2 L2A and Sentinel-1 RTC both cover whole years from 2017 on.
 FIRST_YEAR = 2017
@@ -106,6 +120,21 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
     return cfg
 
 
+def validate_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a partial config document (a stage's settings, `tessera.stages`): no key is required.
+
+    Raises:
+        ConfigError: a key is unknown or of the wrong type or range.
+    """
+    sch = {k: v for k, v in schema().items() if k != "required"}
+    out = copy.deepcopy(dict(doc))
+    errors = sorted(_Validator(sch).iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        parts = [f"{_where(err)}: {err.message} ({_hint(err)})" for err in errors]
+        raise ConfigError("invalid stage settings: " + "; ".join(parts))
+    return out
+
+
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read a YAML config file, apply ``overrides`` (top-level keys) and validate it."""
     p = Path(path)
@@ -157,3 +186,131 @@ def schema_markdown() -> str:
         + "\n".join(rows)
         + "\n"
     )
+
+
+# --- the typed configuration -------------------------------------------------------------------
+# Built from a validated document: every default comes from the schema, none is repeated here.
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One data source (``s2`` or ``s1``) as configured; provider defaults fill what is None."""
+
+    source: str
+    """Provider: ``planetary-computer``, ``earth-search``, ``opera`` or ``stac``."""
+    url: str | None = None
+    """STAC API root overriding the provider's."""
+    collection: str | None = None
+    """Collection id overriding the provider's."""
+    assets: Mapping[str, str] | None = None
+    """Band name -> asset key overrides."""
+    harmonised: bool | None = None
+    """S2: whether the source already removed the baseline offset (None: the provider's default)."""
+    sign: str | None = None
+    """How asset URLs are signed at read time (None: the provider's default)."""
+    resampling: str | None = None
+    """S1: resampling onto the grid (None: the provider's default)."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SourceConfig:
+        """From the (validated) ``s2`` / ``s1`` section."""
+        assets = d.get("assets")
+        return cls(
+            source=str(d["source"]),
+            url=d.get("url"),
+            collection=d.get("collection"),
+            assets=MappingProxyType(dict(assets)) if assets is not None else None,
+            harmonised=d.get("harmonised"),
+            sign=d.get("sign"),
+            resampling=d.get("resampling"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as written in a config file (unset keys left out)."""
+        out = {k: getattr(self, k) for k in ("source", "url", "collection", "harmonised", "sign", "resampling")}
+        if self.assets is not None:
+            out["assets"] = dict(self.assets)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section."""
+
+    checkpoint: str | None
+    """Checkpoint path, or None for the seeded random demo model."""
+    family: str
+    """Model family or ``auto``."""
+    output: str
+    """``int8`` or ``float32``."""
+    dimensions: int
+    """Embedding dimensions kept."""
+    precision: str
+    """``bf16`` or ``fp32`` (GPU only)."""
+    device: str
+    """``auto``, ``cpu`` or ``cuda``."""
+    batch_size: int | None
+    """GPU pixels per forward pass (None: from free memory)."""
+    repeats: int
+    """Sampled sequences averaged per pixel (v1.0 family)."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        """From the (validated, defaults filled) ``model`` section."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a plain dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated run configuration (`parse_config`); see the schema for every key's meaning."""
+
+    roi: str
+    years: tuple[int, ...]
+    results_dir: str
+    resolution: float
+    chunk_size_m: float
+    tile_size: int
+    infer_tiles_per_job: int | None
+    max_roi_area_km2: float
+    keep_tiles: bool
+    s2: SourceConfig
+    s1: SourceConfig
+    model: ModelConfig
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        """From a document that `validate_config` returned."""
+        return cls(
+            roi=str(d["roi"]),
+            years=tuple(int(y) for y in d["years"]),
+            results_dir=str(d["results_dir"]),
+            resolution=float(d["resolution"]),
+            chunk_size_m=float(d["chunk_size_m"]),
+            tile_size=int(d["tile_size"]),
+            infer_tiles_per_job=d["infer_tiles_per_job"],
+            max_roi_area_km2=float(d["max_roi_area_km2"]),
+            keep_tiles=bool(d["keep_tiles"]),
+            s2=SourceConfig.from_dict(d["s2"]),
+            s1=SourceConfig.from_dict(d["s1"]),
+            model=ModelConfig.from_dict(d["model"]),
+        )
+
+    def source(self, kind: str) -> SourceConfig:
+        """The ``s2`` or ``s1`` section."""
+        if kind not in ("s2", "s1"):
+            raise ValueError(f"kind must be 's2' or 's1', not {kind!r}")
+        return self.s2 if kind == "s2" else self.s1
+
+
+def parse_config(config: Mapping[str, Any], *, today: dt.date | None = None) -> Config:
+    """Validate ``config`` (`validate_config`) and return it as a typed `Config`."""
+    return Config.from_dict(validate_config(config, today=today))
+
+
+def read_config(path: str | Path) -> Config:
+    """Read, validate and type a YAML config file (`load_config`)."""
+    return Config.from_dict(load_config(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import rasterio
 import rasterio.features
 import rasterio.warp
+import rasterio.windows
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -27,14 +29,16 @@ from tessera.errors import RoiError
 from tessera.layout import tile_name
 
 __all__ = [
+    "Chunk",
     "Grid",
     "Roi",
-    "Chunk",
     "TileSpec",
+    "chunk_masks",
     "grid_covering",
     "load_roi",
     "plan_chunks",
     "plan_tiles",
+    "tiles_of_mask",
     "utm_crs_for",
 ]
 
@@ -141,32 +145,92 @@ class Roi:
     """Vector ROIs: GeoJSON geometries in the output CRS (empty for rasters)."""
 
     def mask(self, grid: Grid) -> np.ndarray:
-        """uint8 (H, W) mask of ``grid``: 1 where the pixel is inside the ROI, else 0."""
+        """uint8 (H, W) mask of ``grid``: 1 where the pixel is inside the ROI, else 0.
+
+        A raster ROI is read by window: only the part of the file that covers ``grid``.
+        """
         if self.kind == "vector":
-            if not self.geometries:
-                return np.zeros(grid.shape, np.uint8)
-            burned: np.ndarray = rasterio.features.rasterize(
-                [(g, 1) for g in self.geometries],
-                out_shape=grid.shape,
-                transform=grid.transform,
-                fill=0,
-                dtype="uint8",
-            )
-            return burned
-        out = np.zeros(grid.shape, np.uint8)
-        with rasterio.open(self.path) as src:
-            rasterio.warp.reproject(
-                source=(src.read(1, masked=True).filled(0) > 0).astype(np.uint8),
-                destination=out,
-                src_transform=src.transform,
-                src_crs=src.crs,
-                dst_transform=grid.transform,
-                dst_crs=grid.crs,
-                src_nodata=0,
-                dst_nodata=0,
-                resampling=Resampling.nearest,
-            )
-        return out
+            return _vector_mask(self.shapes, grid)
+        return _raster_mask(self.path, grid)
+
+    @functools.cached_property
+    def shapes(self) -> tuple[Any, ...]:
+        """Vector ROIs: the geometries as (prepared) shapely objects, converted once."""
+        import shapely
+        import shapely.geometry
+
+        geoms = tuple(shapely.geometry.shape(g) for g in self.geometries)
+        for g in geoms:
+            shapely.prepare(g)
+        return geoms
+
+    def touches(self, grid: Grid) -> bool:
+        """Cheap test: False when a vector ROI certainly has no pixel in ``grid`` (rasters: always True)."""
+        if self.kind != "vector":
+            return True
+        import shapely.geometry
+
+        box = shapely.geometry.box(*grid.bounds)
+        return any(g.intersects(box) for g in self.shapes)
+
+    def count_inside(self, block: int = 4096) -> int:
+        """Pixels of the ROI grid inside the ROI, counted block by block (bounded memory)."""
+        g = self.grid
+        return sum(
+            int(self.mask(g.window(c, r, min(block, g.width - c), min(block, g.height - r))).sum(dtype=np.int64))
+            for r in range(0, g.height, block)
+            for c in range(0, g.width, block)
+        )
+
+
+def _vector_mask(geometries: tuple[Any, ...], grid: Grid) -> np.ndarray:
+    import shapely
+    import shapely.geometry
+
+    box = shapely.geometry.box(*grid.bounds)
+    # Clipping to the grid first keeps rasterising a small window of a huge polygon cheap. A clip can
+    # leave a lower-dimensional sliver (a polygon touching the box gives a line), which would burn
+    # pixels a full rasterisation does not: only parts of the input part's own dimension are kept.
+    shapes = []
+    for g in geometries:
+        for part in shapely.get_parts(g):
+            dim = shapely.get_dimensions(part)
+            clipped = shapely.get_parts(part.intersection(box))
+            shapes += [(shapely.geometry.mapping(c), 1) for c in clipped if shapely.get_dimensions(c) == dim]
+    if not shapes:
+        return np.zeros(grid.shape, np.uint8)
+    burned: np.ndarray = rasterio.features.rasterize(
+        shapes, out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8"
+    )
+    return burned
+
+
+def _raster_mask(path: Path, grid: Grid) -> np.ndarray:
+    out = np.zeros(grid.shape, np.uint8)
+    with rasterio.open(path) as src:
+        bounds = rasterio.warp.transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
+        win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+        # a margin of whole pixels, so nearest-neighbour picks the same source pixel as a full read
+        margin = 2
+        col0, row0 = max(0, math.floor(win.col_off) - margin), max(0, math.floor(win.row_off) - margin)
+        col1 = min(src.width, math.ceil(win.col_off + win.width) + margin)
+        row1 = min(src.height, math.ceil(win.row_off + win.height) + margin)
+        if col1 <= col0 or row1 <= row0:
+            return out
+        window = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+        data = (src.read(1, window=window, masked=True).filled(0) > 0).astype(np.uint8)
+        rasterio.warp.reproject(
+            source=data,
+            destination=out,
+            src_transform=src.window_transform(window),
+            src_crs=src.crs,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            src_nodata=0,
+            dst_nodata=0,
+            resampling=Resampling.nearest,
+        )
+    return out
 
 
 def _snap_bounds(bounds: tuple[float, float, float, float], res: float) -> tuple[int, int, int, int]:
@@ -220,23 +284,37 @@ def _load_raster_roi(p: Path, resolution: float) -> Roi:
     with src:
         if src.crs is None:
             raise RoiError(f"ROI raster {p} has no CRS; write one into it (e.g. gdal_edit.py -a_srs EPSG:32630)")
-        data = src.read(1, masked=True).filled(0) > 0
-        if not data.any():
+        rows, cols = _inside_extent(src)
+        if rows is None or cols is None:
             raise RoiError(
                 f"ROI raster {p} has no inside pixel (all zero or nodata); "
                 "check the mask: inside pixels must be nonzero"
             )
-        rows = np.flatnonzero(data.any(axis=1))
-        cols = np.flatnonzero(data.any(axis=0))
         t = src.transform
-        xs = [t.c + t.a * cols[0], t.c + t.a * (cols[-1] + 1)]
-        ys = [t.f + t.e * rows[0], t.f + t.e * (rows[-1] + 1)]
+        xs = [t.c + t.a * cols[0], t.c + t.a * (cols[1] + 1)]
+        ys = [t.f + t.e * rows[0], t.f + t.e * (rows[1] + 1)]
         src_bounds = (min(xs), min(ys), max(xs), max(ys))
         out_crs = _output_crs(src.crs, src_bounds, f"ROI raster {p}")
         bounds = rasterio.warp.transform_bounds(src.crs, out_crs, *src_bounds, densify_pts=21)
     col0, row0, col1, row1 = _snap_bounds(bounds, resolution)
     grid = Grid(out_crs, resolution, col0, row0, col1 - col0, row1 - row0)
     return Roi(p, "raster", grid, ())
+
+
+def _inside_extent(src: Any, block_rows: int = 1024) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """First and last row and column holding a nonzero pixel, read in row blocks (bounded memory)."""
+    rows: tuple[int, int] | None = None
+    cols: tuple[int, int] | None = None
+    for r0 in range(0, src.height, block_rows):
+        win = rasterio.windows.Window(0, r0, src.width, min(block_rows, src.height - r0))
+        data = src.read(1, window=win, masked=True).filled(0) > 0
+        r = np.flatnonzero(data.any(axis=1))
+        if not r.size:
+            continue
+        c = np.flatnonzero(data.any(axis=0))
+        rows = (rows[0] if rows else r0 + int(r[0]), r0 + int(r[-1]))
+        cols = (min(cols[0], int(c[0])), max(cols[1], int(c[-1]))) if cols else (int(c[0]), int(c[-1]))
+    return rows, cols
 
 
 def _output_crs(crs: CRS, bounds: tuple[float, float, float, float], what: str) -> str:
@@ -291,8 +369,7 @@ def _roi_area_km2(roi: Roi) -> float:
         import shapely.geometry
 
         return float(sum(shapely.geometry.shape(g).area for g in roi.geometries)) / 1e6
-    count = int(roi.mask(roi.grid).sum(dtype=np.int64))
-    return count * roi.grid.resolution**2 / 1e6
+    return roi.count_inside() * roi.grid.resolution**2 / 1e6
 
 
 @dataclass(frozen=True)
@@ -317,8 +394,11 @@ class TileSpec:
     y1: int
 
 
-def plan_chunks(roi: Roi, chunk_size_m: float) -> list[Chunk]:
-    """The chunks holding at least one ROI pixel, in row-major order."""
+def chunk_masks(roi: Roi, chunk_size_m: float) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """The chunks holding at least one ROI pixel, in row-major order, each with its ROI mask.
+
+    One mask in memory at a time, each read or rasterised for its own window only.
+    """
     g = roi.grid
     res = g.resolution
     step = round(chunk_size_m / res)
@@ -326,34 +406,30 @@ def plan_chunks(roi: Roi, chunk_size_m: float) -> list[Chunk]:
         raise RoiError(f"chunk_size_m = {chunk_size_m} is not a multiple of resolution = {res}")
     cx0, cx1 = math.floor(g.col / step), math.ceil((g.col + g.width) / step)
     cy0, cy1 = math.floor(g.row / step), math.ceil((g.row + g.height) / step)
-    chunks = []
     for cy in range(cy0, cy1):
         for cx in range(cx0, cx1):
             col0, col1 = max(cx * step, g.col), min((cx + 1) * step, g.col + g.width)
             row0, row1 = max(cy * step, g.row), min((cy + 1) * step, g.row + g.height)
             grid = Grid(g.crs, res, col0, row0, col1 - col0, row1 - row0)
-            if _prefilter(roi, grid) and roi.mask(grid).any():
+            if not roi.touches(grid):
+                continue
+            mask = roi.mask(grid)
+            if mask.any():
                 cid = f"{int(chunk_size_m)}m_E{_fmt(cx * step * res)}_N{_fmt(-cy * step * res)}"
-                chunks.append(Chunk(cid, grid))
-    return chunks
+                yield Chunk(cid, grid), mask
+
+
+def plan_chunks(roi: Roi, chunk_size_m: float) -> list[Chunk]:
+    """The chunks holding at least one ROI pixel, in row-major order."""
+    return [chunk for chunk, _ in chunk_masks(roi, chunk_size_m)]
 
 
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-def _prefilter(roi: Roi, grid: Grid) -> bool:
-    """Cheap geometric test that skips rasterising cells far from a vector ROI."""
-    if roi.kind != "vector":
-        return True
-    import shapely.geometry
-
-    return any(shapely.geometry.shape(g).intersects(shapely.geometry.box(*grid.bounds)) for g in roi.geometries)
-
-
-def plan_tiles(roi: Roi, chunk: Chunk, tile_size: int) -> list[TileSpec]:
-    """The tiles of ``chunk`` holding at least one ROI pixel, in reference retiler order."""
-    mask = roi.mask(chunk.grid)
+def tiles_of_mask(mask: np.ndarray, tile_size: int) -> list[TileSpec]:
+    """The tiles of a chunk (given its ROI mask) holding at least one ROI pixel, in reference retiler order."""
     h, w = mask.shape
     tiles = []
     for y0 in range(0, h, tile_size):
@@ -364,10 +440,9 @@ def plan_tiles(roi: Roi, chunk: Chunk, tile_size: int) -> list[TileSpec]:
     return tiles
 
 
-@functools.lru_cache(maxsize=8)
-def cached_roi(path: str, resolution: float, max_area_km2: float | None) -> Roi:
-    """`load_roi`, memoised for the workflow's parse step."""
-    return load_roi(path, resolution, max_area_km2)
+def plan_tiles(roi: Roi, chunk: Chunk, tile_size: int) -> list[TileSpec]:
+    """The tiles of ``chunk`` holding at least one ROI pixel, in reference retiler order."""
+    return tiles_of_mask(roi.mask(chunk.grid), tile_size)
 
 
 def grid_covering(crs: str, bounds: tuple[float, float, float, float], resolution: float) -> Grid:

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,16 @@ import pystac.validation
 
 import tessera
 from tessera.cog import TilePlacement, require_cog_driver, to_cog, write_mosaic
+from tessera.embedfiles import read_sidecar, tile_files
 from tessera.errors import DataSourceError, TileError
-from tessera.grid import Chunk, Roi, plan_chunks, plan_tiles
 from tessera.io import atomic_path
 from tessera.layout import PRODUCTS
+from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
+from tessera.results import QA_FILE
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, offline_validator
 
-__all__ = ["MODEL_KEYS", "product_paths", "product_tags", "stitch"]
+__all__ = ["MODEL_KEYS", "data_sources", "product_paths", "product_tags", "stitch"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,40 +64,47 @@ def _model_version(family: str) -> str:
     return "2.0" if family.startswith("v2") else _MODEL_VERSIONS.get(family, family)
 
 
-def _collect(roi: Roi, chunks: list[Chunk], tile_size: int, emb_dir: Path, int8: bool) -> list[TilePlacement]:
+def _collect(plan: StoredPlan, parts: Sequence[Path]) -> tuple[list[TilePlacement], bool]:
+    """Every planned tile's embedding files in the inference jobs' directories, placed on the ROI grid.
+
+    Returns:
+        The placements and whether the tiles are int8 (they carry ``_scales.npy``).
+    """
+    found: dict[tuple[str, str], Path] = {}
+    for part in parts:
+        for meta in Path(part).glob("*.json"):
+            found[(Path(part).parent.name, meta.stem)] = Path(part)
+    int8 = any(Path(part, f"{name}_scales.npy").is_file() for (_, name), part in found.items())
     tiles, missing = [], []
-    for chunk in chunks:
-        for t in plan_tiles(roi, chunk, tile_size):
-            col, row = chunk.grid.window(t.x0, t.y0, t.x1 - t.x0, t.y1 - t.y0).offset_in(roi.grid)
-            base = emb_dir / chunk.id / t.name
-            data, scales = base.with_suffix(".npy"), base.with_name(t.name + "_scales.npy") if int8 else None
-            for path in (data, scales, base.with_suffix(".json")):
+    for chunk in plan.chunks:
+        for t in plan.tiles(chunk.id):
+            label = f"{chunk.id}/{t.name}"
+            part_dir = found.get((chunk.id, t.name))
+            if part_dir is None:
+                missing.append(label)
+                continue
+            files = tile_files(part_dir, t.name, int8)
+            for path in (files.data, files.scales):
                 if path is not None and not path.is_file():
                     missing.append(str(path))
-            tiles.append(TilePlacement(f"{chunk.id}/{t.name}", data, scales, col, row, t.x1 - t.x0, t.y1 - t.y0))
+            col, row = chunk.grid.window(t.x0, t.y0, t.x1 - t.x0, t.y1 - t.y0).offset_in(plan.grid)
+            tiles.append(TilePlacement(label, files.data, files.scales, col, row, t.x1 - t.x0, t.y1 - t.y0))
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise TileError(
-            f"{len(missing)} tile embedding file(s) missing under {emb_dir}:\n  {shown}\n"
-            "run (or rerun) the infer jobs of these tiles before stitching"
+            f"{len(missing)} tile embedding(s) missing from the inference outputs given:\n  {shown}\n"
+            "run (or rerun) the infer jobs of these chunks before stitching"
         )
     if not tiles:
-        raise TileError(f"the ROI {roi.path} plans no tile; check the ROI mask (nonzero = inside)")
-    return tiles
+        raise TileError(f"the plan {plan.dir} has no tile; check the ROI mask (nonzero = inside)")
+    return tiles, int8
 
 
 def _read_sidecars(tiles: list[TilePlacement]) -> dict[str, dict[str, Any]]:
-    sidecars = {}
-    for t in tiles:
-        path = t.data.with_suffix(".json")
-        try:
-            sidecars[t.label] = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise TileError(f"cannot read the tile sidecar {path}: {exc}; rerun the tile's infer job") from exc
-    return sidecars
+    return {t.label: read_sidecar(t.data.with_suffix(".json")) for t in tiles}
 
 
-def _agreed_model(sidecars: dict[str, dict[str, Any]], cfg: dict[str, Any], year: int, emb_dir: Path) -> dict[str, Any]:
+def _agreed_model(sidecars: dict[str, dict[str, Any]], year: int, emb_dir: str) -> dict[str, Any]:
     """The sidecar values all tiles share; a `TileError` naming the odd tiles if they differ."""
     groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for label, meta in sidecars.items():
@@ -112,12 +122,6 @@ def _agreed_model(sidecars: dict[str, dict[str, Any]], cfg: dict[str, Any], year
             "delete the embeddings of the tiles that differ from the current config and rerun their infer jobs"
         )
     first = next(iter(sidecars.values()))
-    wanted = cfg.get("model", {}).get("output", "int8")
-    if first.get("output") != wanted:
-        raise TileError(
-            f"tiles under {emb_dir} hold {first.get('output')} embeddings but model.output is {wanted}; "
-            "rerun the infer jobs (delete the tile embeddings) so they follow the config"
-        )
     wrong_year = sorted(label for label, m in sidecars.items() if m.get("year") != year)
     if wrong_year:
         raise TileError(
@@ -127,9 +131,9 @@ def _agreed_model(sidecars: dict[str, dict[str, Any]], cfg: dict[str, Any], year
     return {k: first.get(k) for k in MODEL_KEYS}
 
 
-def _source_links(chunks: list[Chunk], search_dir: Path, base: Path) -> list[tuple[str, str, int]]:
+def _source_links(plan: StoredPlan, search_dir: Path, base: Path) -> list[tuple[str, str, int]]:
     links = []
-    for chunk in chunks:
+    for chunk in plan.chunks:
         for product in PRODUCTS:
             path = search_dir / chunk.id / f"{product}.json"
             try:
@@ -143,16 +147,31 @@ def _source_links(chunks: list[Chunk], search_dir: Path, base: Path) -> list[tup
     return links
 
 
-def product_tags(model: dict[str, Any], cfg: dict[str, Any], year: int, quant: str) -> dict[str, str]:
+def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
+    """``{"s2": provider, "s1": provider}`` as the read jobs recorded them in their ``qa.json``."""
+    seen: dict[str, set[str]] = {"s2": set(), "s1": set()}
+    for chunk in plan.chunks:
+        for product in PRODUCTS:
+            path = stack_dir / chunk.id / product / QA_FILE
+            try:
+                provider = json.loads(path.read_text())["source"]["provider"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise DataSourceError(
+                    f"cannot read the read step's record {path} ({exc}); rerun the read job of chunk {chunk.id}"
+                ) from exc
+            seen["s2" if product == "s2" else "s1"].add(str(provider))
+    return {kind: "+".join(sorted(providers)) for kind, providers in seen.items()}
+
+
+def product_tags(model: dict[str, Any], sources: dict[str, str], year: int, quant: str) -> dict[str, str]:
     """GeoTIFF tags that make a product self-describing (model, checkpoint, data source, versions)."""
     family = str(model["model_family"])
-    source = ";".join(f"{k}={cfg.get(k, {}).get('source', 'planetary-computer')}" for k in ("s2", "s1"))
     tags = {
         "TESSERA_MODEL_FAMILY": family,
         "TESSERA_MODEL_VERSION": _model_version(family),
         "TESSERA_CHECKPOINT_SHA256": str(model["checkpoint_sha256"] or "none"),
         "TESSERA_RANDOM_WEIGHTS": str(bool(model["random_weights"])).lower(),
-        "TESSERA_DATA_SOURCE": source,
+        "TESSERA_DATA_SOURCE": ";".join(f"{k}={sources[k]}" for k in ("s2", "s1")),
         "TESSERA_PIPELINE_VERSION": tessera.__version__,
         "TESSERA_YEAR": str(year),
         "TESSERA_DIMENSIONS": str(model["dimensions"]),
@@ -172,45 +191,39 @@ def _quant_text(int8: bool, rule: str, scales_name: str) -> str:
     return f"int8 per-pixel scale, rule {rule}: value = code * scale, scale in {scales_name}; code -128 = nodata"
 
 
-def _info(
-    cfg: dict[str, Any], year: int, model: dict[str, Any], sidecars: dict[str, dict[str, Any]], **kw: Any
-) -> ProductInfo:
-    mcfg = cfg.get("model", {})
-    family = str(model["model_family"])
-    checkpoint = mcfg.get("checkpoint")
-    runtime = {
+def _number(value: float) -> float | int:
+    """``1000.0`` as ``1000``: config numbers read back as written."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _runtime(model: dict[str, Any], sidecars: dict[str, dict[str, Any]], plan: StoredPlan) -> dict[str, Any]:
+    """How the tiles were made, as their inference jobs recorded it."""
+
+    def values(key: str) -> list[Any]:
+        return sorted({json.dumps(m.get(key)) for m in sidecars.values()})
+
+    def one_or_all(key: str) -> Any:
+        found = [json.loads(v) for v in values(key)]
+        return found[0] if len(found) == 1 else found
+
+    return {
         "dimensions": int(model["dimensions"]),
         "output": model["output"],
-        "precision": sorted({str(m.get("precision")) for m in sidecars.values()}),
-        "device": sorted({str(m.get("device")) for m in sidecars.values()}),
-        "batch_size": mcfg.get("batch_size"),
-        "repeats": mcfg.get("repeats", 1),
-        "tile_size": cfg["tile_size"],
-        "chunk_size_m": cfg["chunk_size_m"],
+        "precision": [json.loads(v) for v in values("precision")],
+        "device": [json.loads(v) for v in values("device")],
+        "batch_size": one_or_all("batch_size"),
+        "repeats": one_or_all("repeats"),
+        "tile_size": plan.tile_size,
+        "chunk_size_m": _number(plan.doc["chunk_size_m"]),
     }
-    return ProductInfo(
-        year=year,
-        dims=int(model["dimensions"]),
-        int8=model["output"] == "int8",
-        quant_rule="v2" if family.startswith("v2") else "v1",
-        model_family=family,
-        model_version=_model_version(family),
-        checkpoint_sha256=model["checkpoint_sha256"],
-        checkpoint_href=Path(checkpoint).name if checkpoint else None,
-        random_weights=bool(model["random_weights"]),
-        data_source={k: cfg.get(k, {}).get("source", "planetary-computer") for k in ("s2", "s1")},
-        pipeline_version=tessera.__version__,
-        runtime=runtime,
-        **kw,
-    )
 
 
 def stitch(
-    cfg: dict[str, Any],
-    roi: Roi,
+    plan: StoredPlan,
     year: int,
-    embeddings_dir: Path,
+    parts: Sequence[Path],
     search_dir: Path,
+    stack_dir: Path,
     out: Path,
     *,
     block_size: int = 256,
@@ -218,55 +231,75 @@ def stitch(
 ) -> None:
     """Stitch a year's tile embeddings into the ROI product: COG(s), STAC Item and quicklook.
 
+    The product's provenance comes from the jobs that made its inputs: the model, checkpoint and
+    runtime from the tiles' sidecars, the data sources from the read steps' ``qa.json``.
+
     Args:
-        cfg: The validated configuration (``chunk_size_m``, ``tile_size``, ``model``, ``s2``/``s1``).
-        roi: The region of interest; its grid is the product grid.
+        plan: The stored plan, opened with the tile size; its ROI grid is the product grid.
         year: The year the tiles were embedded for.
-        embeddings_dir: ``<chunk>/<tile>.npy`` (+ ``_scales.npy``) and ``<tile>.json`` per planned tile.
+        parts: The inference jobs' output directories (``<chunk>/<part>/<tile>.npy`` ...).
         search_dir: ``<chunk>/{s2,s1-ascending,s1-descending}.json`` source ItemCollections (linked).
+        stack_dir: ``<chunk>/<product>/qa.json`` of the read steps.
         out: The COG to write; the other files are named after it (`product_paths`).
         block_size: COG block side in pixels (multiple of 16).
         window_blocks: Stitching window side in blocks (memory: one window of all bands).
 
     Raises:
         TileError: A planned tile is missing or malformed, or tiles come from different models.
-        DataSourceError: A chunk's search result is missing.
+        DataSourceError: A chunk's search result or read record is missing.
     """
     require_cog_driver()
     out = Path(out)
-    int8 = cfg.get("model", {}).get("output", "int8") == "int8"
-    chunks = plan_chunks(roi, cfg["chunk_size_m"])
-    tiles = _collect(roi, chunks, int(cfg["tile_size"]), Path(embeddings_dir), int8)
+    tiles, int8 = _collect(plan, parts)
     sidecars = _read_sidecars(tiles)
-    model = _agreed_model(sidecars, cfg, year, Path(embeddings_dir))
+    emb_dir = os.path.commonpath([str(p) for p in parts])
+    model = _agreed_model(sidecars, year, emb_dir)
     paths = product_paths(out, int8)
-    links = _source_links(chunks, Path(search_dir), out.parent)
+    links = _source_links(plan, Path(search_dir), out.parent)
+    sources = data_sources(plan, Path(stack_dir))
     family = str(model["model_family"])
     rule = "v2" if family.startswith("v2") else "v1"
-    tags = product_tags(model, cfg, year, _quant_text(int8, rule, paths.get("scales", out).name))
+    tags = product_tags(model, sources, year, _quant_text(int8, rule, paths.get("scales", out).name))
     if model["random_weights"]:
         logger.warning("RANDOM WEIGHTS: %s", RANDOM_WARNING)
+    grid = plan.grid
     logger.info(
-        "stitching %d tiles of %d chunks onto a %d x %d grid", len(tiles), len(chunks), roi.grid.width, roi.grid.height
+        "stitching %d tiles of %d chunks onto a %d x %d grid", len(tiles), len(plan.chunks), grid.width, grid.height
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = {m.get("checkpoint") for m in sidecars.values()}
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".tmp-{out.stem}-stitch.", dir=out.parent)))
         tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
         mosaic, scales = work / "embeddings.tif", (work / "scales.tif" if int8 else None)
-        dims, inside = int(model["dimensions"]), roi.mask(roi.grid)
+        dims = int(model["dimensions"])
         valid = write_mosaic(
-            mosaic, scales, roi.grid, tiles, dims, inside, tags=tags, block_size=block_size, window_blocks=window_blocks
+            mosaic, scales, grid, tiles, dims, plan.mask, tags=tags, block_size=block_size, window_blocks=window_blocks
         )
         to_cog(mosaic, tmp["cog"], block_size)
         if scales is not None:
             to_cog(scales, tmp["scales"], block_size)
         write_quicklook(tmp["cog"], tmp.get("scales"), tmp["quicklook"])
         names = {"embeddings": "cog", "quicklook": "quicklook", "scales": "scales"}
-        info = _info(
-            cfg, year, model, sidecars, item_id=out.stem, grid=roi.grid, valid_pixels=valid, source_links=links,
+        info = ProductInfo(
+            item_id=out.stem,
+            year=year,
+            grid=grid,
+            dims=dims,
+            int8=int8,
+            quant_rule=rule,
+            model_family=family,
+            model_version=_model_version(family),
+            checkpoint_sha256=model["checkpoint_sha256"],
+            checkpoint_href=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
+            random_weights=bool(model["random_weights"]),
+            data_source=sources,
+            pipeline_version=tessera.__version__,
+            runtime=_runtime(model, sidecars, plan),
+            valid_pixels=valid,
+            source_links=links,
             assets={asset: paths[key].name for asset, key in names.items() if key in paths},
-        )  # fmt: skip
+        )
         item = build_item(info)
         pystac.validation.validate_dict(item, validator=offline_validator())
         tmp["item"].write_text(json.dumps(item, indent=2) + "\n")

@@ -1,5 +1,8 @@
 """Per ROI-year QA report: scenes found and used per chunk, valid observations per pixel, nodata
 pixels and why, retries. Written as Markdown with a small PNG map of valid-observation counts.
+
+Memory is bounded by one chunk: the statistics come from per-chunk histograms and the map is
+downsampled chunk by chunk.
 """
 
 from __future__ import annotations
@@ -7,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,11 @@ import numpy as np
 import rasterio
 
 from tessera import __version__
-from tessera.grid import Chunk, Roi, plan_chunks, plan_tiles
+from tessera.embedfiles import read_sidecar
 from tessera.io import atomic_path
 from tessera.layout import PRODUCTS
-from tessera.read import VALID_COUNT_FILE
+from tessera.plan import StoredPlan
+from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 __all__ = ["load_stack_qa", "skipped_scenes", "write_qa_report"]
 
@@ -29,7 +33,7 @@ _MAP_MAX_SIDE = 512
 
 def load_stack_qa(stack_dir: Path, chunk_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{chunk: {product: qa.json}}`` for every chunk of a year."""
-    return {cid: {p: json.loads((stack_dir / cid / p / "qa.json").read_text()) for p in PRODUCTS} for cid in chunk_ids}
+    return {cid: {p: json.loads((stack_dir / cid / p / QA_FILE).read_text()) for p in PRODUCTS} for cid in chunk_ids}
 
 
 def skipped_scenes(qa: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, str, str]]:
@@ -43,25 +47,58 @@ def skipped_scenes(qa: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tu
     return rows
 
 
-def _count_map(roi: Roi, stack_dir: Path, chunks: list[Chunk], product: str) -> np.ndarray:
-    """Valid-observation counts of one product on the ROI grid (0 outside every chunk)."""
-    full = np.zeros(roi.grid.shape, np.uint16)
-    for c in chunks:
-        counts = np.load(stack_dir / c.id / product / VALID_COUNT_FILE)
-        dx, dy = c.grid.offset_in(roi.grid)
-        full[dy : dy + c.grid.height, dx : dx + c.grid.width] = counts
-    return full
+class _Counts:
+    """Valid-observation counts of one product inside the ROI: a histogram and a downsampled map."""
+
+    def __init__(self, plan: StoredPlan, step: int) -> None:
+        self.step = step
+        h, w = plan.grid.shape
+        self.map = np.zeros((-(-h // step), -(-w // step)), np.uint16)
+        self.hist = np.zeros(1 << 16, np.int64)
+
+    def add(self, counts: np.ndarray, inside: np.ndarray, row: int, col: int) -> None:
+        self.hist += np.bincount(counts[inside > 0].ravel(), minlength=1 << 16)[: 1 << 16]
+        # the map samples every step-th pixel of the ROI grid, whichever chunk it falls in
+        r0, c0 = -row % self.step, -col % self.step
+        sample = counts[r0 :: self.step, c0 :: self.step]
+        mr, mc = (row + r0) // self.step, (col + c0) // self.step
+        self.map[mr : mr + sample.shape[0], mc : mc + sample.shape[1]] = sample
+
+    def stats(self) -> tuple[int, float, int]:
+        """(min, median, max) inside the ROI."""
+        values = np.flatnonzero(self.hist)
+        total = int(self.hist.sum())
+        cum = np.cumsum(self.hist)
+        lo, hi = int(np.searchsorted(cum, (total - 1) // 2 + 1)), int(np.searchsorted(cum, total // 2 + 1))
+        return int(values[0]), (lo + hi) / 2, int(values[-1])
+
+
+def _count_maps(plan: StoredPlan, stack_dir: Path) -> tuple[_Counts, _Counts, np.ndarray]:
+    """S2 and S1 (both orbits) counts, and the downsampled ROI mask, one chunk in memory at a time."""
+    step = max(1, int(np.ceil(max(plan.grid.shape) / _MAP_MAX_SIDE)))
+    s2, s1 = _Counts(plan, step), _Counts(plan, step)
+    inside_map = np.zeros_like(s2.map, dtype=bool)
+    for c in plan.chunks:
+        inside = plan.mask(c.grid)
+        col, row = c.grid.offset_in(plan.grid)
+        s2.add(np.load(stack_dir / c.id / "s2" / VALID_COUNT_FILE), inside, row, col)
+        s1_counts = sum(np.load(stack_dir / c.id / f"s1-{o}" / VALID_COUNT_FILE) for o in ("ascending", "descending"))
+        s1.add(np.asarray(s1_counts, np.uint16), inside, row, col)
+        r0, c0 = -row % step, -col % step
+        sample = inside[r0::step, c0::step] > 0
+        mr, mc = (row + r0) // step, (col + c0) // step
+        inside_map[mr : mr + sample.shape[0], mc : mc + sample.shape[1]] = sample
+    return s2, s1, inside_map
 
 
 def _write_map(path: Path, s2: np.ndarray, s1: np.ndarray, inside: np.ndarray) -> None:
     """Two panels (S2 | S1 ascending + descending), grey levels scaled to each panel's maximum."""
-    step = max(1, int(np.ceil(max(s2.shape) / _MAP_MAX_SIDE)))
     panels = []
     for counts in (s2, s1):
-        small = counts[::step, ::step].astype(np.float64)
+        small = counts.astype(np.float64)
         top = max(1.0, float(small.max()))
         img = (40 + 215 * small / top).astype(np.uint8)
-        img[~inside[::step, ::step]] = 0
+        img[~inside] = 0
         panels.append(img)
     gap = np.zeros((panels[0].shape[0], 4), np.uint8)
     image = np.concatenate([panels[0], gap, panels[1]], axis=1)
@@ -73,43 +110,50 @@ def _write_map(path: Path, s2: np.ndarray, s1: np.ndarray, inside: np.ndarray) -
         aux.unlink()
 
 
-def _nodata_totals(embeddings_dir: Path, roi: Roi, chunks: list[Chunk], tile_size: int) -> dict[str, int]:
+def _nodata_totals(parts: Sequence[Path]) -> dict[str, int]:
     totals: dict[str, int] = {"valid_pixels": 0}
-    for c in chunks:
-        for t in plan_tiles(roi, c, tile_size):
-            meta = json.loads((embeddings_dir / c.id / f"{t.name}.json").read_text())
+    for part in parts:
+        for path in sorted(Path(part).glob("*.json")):
+            meta = read_sidecar(path)
             totals["valid_pixels"] += int(meta.get("valid_pixels", 0))
             for reason, n in meta.get("nodata_reasons", {}).items():
-                # tiles are padded past the grid edge: outside-ROI pixels are counted on the grid instead
+                # outside-ROI pixels are counted on the ROI grid instead
                 if reason != "outside_roi":
                     totals[reason] = totals.get(reason, 0) + int(n)
     return totals
 
 
 def write_qa_report(
-    cfg: Mapping[str, Any], roi: Roi, year: int, stack_dir: Path, embeddings_dir: Path, out: Path
+    plan: StoredPlan, roi_label: str, year: int, stack_dir: Path, parts: Sequence[Path], out: Path
 ) -> list[tuple[str, str, str, str]]:
     """Write the year's Markdown QA report ``out`` and its ``<stem>_counts.png`` map.
+
+    Args:
+        plan: The stored plan (chunks, ROI grid and mask).
+        roi_label: How the report names the ROI (its path).
+        year: The year.
+        stack_dir: The read steps' outputs (``<chunk>/<product>/{qa.json,valid_count.npy}``).
+        parts: The inference jobs' output directories (tile sidecars).
+        out: The Markdown report.
 
     Returns:
         The skipped scenes, so the caller can say so.
     """
-    chunks = plan_chunks(roi, cfg["chunk_size_m"])
-    chunk_ids = [c.id for c in chunks]
+    chunk_ids = [c.id for c in plan.chunks]
     qa = load_stack_qa(stack_dir, chunk_ids)
-    inside = roi.mask(roi.grid).astype(bool)
-    s2 = _count_map(roi, stack_dir, chunks, "s2")
-    s1 = _count_map(roi, stack_dir, chunks, "s1-ascending") + _count_map(roi, stack_dir, chunks, "s1-descending")
+    s2, s1, inside_map = _count_maps(plan, stack_dir)
+    inside_total = int(sum(plan.doc_inside().values()))
     map_path = out.with_name(f"{out.stem}_counts.png")
-    _write_map(map_path, s2, s1, inside)
-    nodata = _nodata_totals(embeddings_dir, roi, chunks, cfg["tile_size"])
-    nodata["outside_roi"] = int(inside.size - inside.sum())
+    _write_map(map_path, s2.map, s1.map, inside_map)
+    nodata = _nodata_totals(parts)
+    nodata["outside_roi"] = plan.grid.width * plan.grid.height - inside_total
     skipped = skipped_scenes(qa)
+    g = plan.grid
     lines = [
         f"# QA report: TESSERA embeddings {year}",
         "",
-        f"ROI `{cfg['roi']}` on {roi.grid.crs}, {roi.grid.width} x {roi.grid.height} pixels of "
-        f"{roi.grid.resolution:g} m ({int(inside.sum())} inside the ROI), {len(chunk_ids)} chunks. "
+        f"ROI `{roi_label}` on {g.crs}, {g.width} x {g.height} pixels of "
+        f"{g.resolution:g} m ({inside_total} inside the ROI), {len(chunk_ids)} chunks. "
         f"Pipeline {__version__}, written {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.",
         "",
         "## Pixels",
@@ -122,8 +166,8 @@ def write_qa_report(
         "| product | min | median | max |",
         "|---|---|---|---|",
         *[
-            f"| {name} | {int(a[inside].min())} | {float(np.median(a[inside])):g} | {int(a[inside].max())} |"
-            for name, a in (("Sentinel-2", s2), ("Sentinel-1 (both orbits)", s1))
+            f"| {name} | {lo} | {med:g} | {hi} |"
+            for name, (lo, med, hi) in (("Sentinel-2", s2.stats()), ("Sentinel-1 (both orbits)", s1.stats()))
         ],
         "",
         f"![valid observations: Sentinel-2 left, Sentinel-1 right]({map_path.name})",

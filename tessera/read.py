@@ -23,10 +23,12 @@ import pystac
 import rasterio.errors
 
 from tessera import s1, s2
+from tessera.config import SourceConfig
 from tessera.errors import DataSourceError, GridMismatchError
-from tessera.grid import Chunk, Grid, Roi
+from tessera.grid import Chunk, Grid
 from tessera.io import atomic_path, write_json_atomic
 from tessera.layout import S1_BANDS, S2_BANDS
+from tessera.results import QA_FILE, VALID_COUNT_FILE
 from tessera.sources import DataSource, resolve_source
 from tessera.transport import (
     MissingAssetError,
@@ -114,10 +116,6 @@ class ReadQa:
             "retries": self.stats.retries,
             "failed_tries": self.stats.failures,
         }
-
-
-#: Per-pixel count of valid observations (uint16, chunk shape), kept for the QA report.
-VALID_COUNT_FILE = "valid_count.npy"
 
 
 def item_time(item: pystac.Item) -> dt.datetime:
@@ -263,8 +261,8 @@ def _read_scene(
 
 
 def read_s2(
-    cfg: Mapping[str, Any],
-    roi: Roi,
+    source_cfg: SourceConfig,
+    roi_mask: np.ndarray,
     chunk: Chunk,
     year: int,
     items: Path,
@@ -273,11 +271,13 @@ def read_s2(
 ) -> None:
     """Read a chunk's Sentinel-2 items into ``out_dir``/{bands,masks,doys}.npy and ``qa.json``.
 
+    ``roi_mask`` is the chunk's ROI mask (`tessera.plan.StoredPlan.mask`): pixels outside are 0.
+
     Raises:
         DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries.
     """
     install_redaction()
-    source = resolve_source(cfg, "s2")
+    source = resolve_source(source_cfg, "s2")
     scl_key = source.asset("SCL")
     keys = [source.asset(b) for b in S2_BANDS] + [scl_key]
     resampling = {scl_key: "nearest", "*": "bilinear"}
@@ -285,7 +285,6 @@ def read_s2(
     dates = group_by_date(found)
     qa = ReadQa("s2", chunk.id, year, source.describe(), scenes_found=len(found), dates=[d for d, _ in dates])
     h, w = chunk.grid.shape
-    roi_mask = roi.mask(chunk.grid)
     t = len(dates)
     log.info("S2 chunk %s %d: %d scenes on %d dates", chunk.id, year, len(found), t)
     bands_p, masks_p, doys_p = out_dir / "bands.npy", out_dir / "masks.npy", out_dir / "doys.npy"
@@ -320,7 +319,7 @@ def read_s2(
         doys = np.array([s2.day_of_year(d) for d, _ in dates], dtype="<u2")
         _save_small(doys_p, doys)
     _save_small(out_dir / VALID_COUNT_FILE, counts)
-    write_json_atomic(out_dir / "qa.json", qa.to_dict())
+    write_json_atomic(out_dir / QA_FILE, qa.to_dict())
 
 
 def _save_small(path: Path, array: np.ndarray) -> None:
@@ -329,8 +328,8 @@ def _save_small(path: Path, array: np.ndarray) -> None:
 
 
 def read_s1(
-    cfg: Mapping[str, Any],
-    roi: Roi,
+    source_cfg: SourceConfig,
+    roi_mask: np.ndarray,
     chunk: Chunk,
     year: int,
     orbit: str,
@@ -340,11 +339,13 @@ def read_s1(
 ) -> None:
     """Read a chunk's Sentinel-1 items of one orbit into ``out_dir``/sar_<orbit>{,_doy}.npy and ``qa.json``.
 
+    ``roi_mask`` is the chunk's ROI mask: pixels outside are 0.
+
     Raises:
         DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries.
     """
     install_redaction()
-    source = resolve_source(cfg, "s1")
+    source = resolve_source(source_cfg, "s1")
     keys = [source.asset(b) for b in S1_BANDS]
     resampling = {"*": source.resampling}
     found = _read_items(items)
@@ -359,7 +360,7 @@ def read_s1(
     dates = group_by_date(kept)
     qa.dates = [d for d, _ in dates]
     h, w = chunk.grid.shape
-    roi_inside = roi.mask(chunk.grid).astype(bool)
+    roi_inside = roi_mask.astype(bool)
     t = len(dates)
     log.info("S1 %s chunk %s %d: %d scenes on %d dates", orbit, chunk.id, year, len(kept), t)
     sar_p, doy_p = out_dir / f"sar_{orbit}.npy", out_dir / f"sar_{orbit}_doy.npy"
@@ -389,4 +390,4 @@ def read_s1(
             )
         _save_small(doy_p, np.array([s2.day_of_year(d) for d, _ in dates], dtype="<i2"))
     _save_small(out_dir / VALID_COUNT_FILE, counts)
-    write_json_atomic(out_dir / "qa.json", qa.to_dict())
+    write_json_atomic(out_dir / QA_FILE, qa.to_dict())

@@ -14,6 +14,7 @@ from typing import Any
 import pystac
 import rasterio.warp
 
+from tessera.config import SourceConfig
 from tessera.errors import ConfigError, DataSourceError
 from tessera.grid import Chunk
 from tessera.io import write_json_atomic
@@ -83,9 +84,11 @@ def write_item_collection(items: list[pystac.Item], out: Path, extra: Mapping[st
 
 
 def run_search(
-    cfg: Mapping[str, Any], chunk: Chunk, year: int, product: str, out: Path, policy: RetryPolicy | None = None
+    source_cfg: SourceConfig, chunk: Chunk, year: int, product: str, out: Path, policy: RetryPolicy | None = None
 ) -> int:
     """Search ``product`` (``s2``, ``s1-ascending``, ``s1-descending``) over ``chunk`` for ``year``.
+
+    ``source_cfg`` is the config's ``s2`` section for ``s2``, its ``s1`` section otherwise.
 
     Writes the unsigned, (datetime, id)-sorted ItemCollection to ``out`` (also when empty) and
     returns the number of items.
@@ -99,7 +102,7 @@ def run_search(
 
     install_redaction()
     kind, orbit = _product_kind(product)
-    source = resolve_source(cfg, kind)
+    source = resolve_source(source_cfg, kind)
     params = search_parameters(source, chunk, year, orbit)
     log.info("searching %s %s for chunk %s, %d, bbox %s", source.url, source.collection, chunk.id, year, params["bbox"])
     try:

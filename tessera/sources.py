@@ -2,7 +2,8 @@
 
 A provider's defaults (STAC API, collection, asset keys, harmonisation, signing, resampling) are
 stated once here; the config keys ``url``, ``collection``, ``assets``, ``harmonised``, ``sign`` and
-``resampling`` of ``cfg["s2"]`` / ``cfg["s1"]`` override them. Signing and credentials are applied
+``resampling`` of the config's ``s2`` / ``s1`` sections (`tessera.config.SourceConfig`) override
+them. Signing and credentials are applied
 at read time only (`DataSource.href_patcher`, `DataSource.gdal_options`): stored items stay unsigned.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tessera.config import SourceConfig
 from tessera.errors import ConfigError, DataSourceError
 
 __all__ = [
@@ -164,8 +166,8 @@ def _test_sas(href: str) -> str:
     return f"{href}{sep}{TEST_SAS_QUERY}"
 
 
-def resolve_source(cfg: Mapping[str, Any], kind: str) -> DataSource:
-    """The `DataSource` of ``cfg[kind]`` (``kind`` is ``"s2"`` or ``"s1"``), provider defaults filled in.
+def resolve_source(src_cfg: SourceConfig, kind: str) -> DataSource:
+    """The `DataSource` of a configured source (``kind`` is ``"s2"`` or ``"s1"``), provider defaults filled in.
 
     Raises:
         ConfigError: the provider is unknown or does not serve ``kind``, or ``url``/``collection`` is
@@ -173,8 +175,8 @@ def resolve_source(cfg: Mapping[str, Any], kind: str) -> DataSource:
     """
     if kind not in ("s2", "s1"):
         raise ValueError(f"kind must be 's2' or 's1', not {kind!r}")
-    src = dict(cfg.get(kind) or {"source": "planetary-computer"})
-    provider = str(src.get("source"))
+    src = src_cfg.to_dict()
+    provider = src_cfg.source
     if provider not in PROVIDERS:
         raise ConfigError(f"{kind}.source {provider!r} is unknown; use one of {sorted(PROVIDERS)}")
     if kind not in PROVIDERS[provider]:

@@ -18,11 +18,11 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from tessera.errors import TileError
+from tessera.errors import GridMismatchError, TileError
 from tessera.grid import Grid
 from tessera.layout import ROI_FILE, TILE_FILES, TileFile
 
-__all__ = ["TileArrays", "read_tile"]
+__all__ = ["ChunkStacks", "TileArrays", "read_tile"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,3 +158,61 @@ def read_tile(tile_dir: str | Path, *, mmap: bool = True) -> tuple[TileArrays, G
         roi=roi,
     )
     return tile, grid
+
+
+class ChunkStacks:
+    """A chunk's stacked arrays (memory-mapped), from which inference reads tile windows directly.
+
+    The files are the read steps' outputs (`tessera.results.STACK_FILES`), the same arrays the
+    reference's retiler cuts into tile directories, so a window of them is exactly what a tile
+    directory would hold (without the padding past the chunk edge).
+    """
+
+    def __init__(self, stack_dir: str | Path, grid: Grid) -> None:
+        """Open the arrays under ``stack_dir`` (``<year>/stack/<chunk>``) for a chunk on ``grid``.
+
+        Raises:
+            TileError: an array is missing, unreadable, or of the wrong dtype or axes.
+            GridMismatchError: an array was read for another grid.
+        """
+        root = Path(stack_dir)
+        self.grid = grid
+        sources = {
+            "bands.npy": "s2",
+            "masks.npy": "s2",
+            "doys.npy": "s2",
+            "sar_ascending.npy": "s1-ascending",
+            "sar_ascending_doy.npy": "s1-ascending",
+            "sar_descending.npy": "s1-descending",
+            "sar_descending_doy.npy": "s1-descending",
+        }
+        self.arrays: dict[str, np.ndarray] = {}
+        for spec in TILE_FILES:
+            path = root / sources[spec.name] / spec.name
+            if not path.is_file():
+                raise TileError(f"stacked array {path} is missing; run the read step of this chunk first")
+            arr = _load_npy(path, spec, mmap=True)
+            if arr.ndim > 1 and arr.shape[1:3] != grid.shape:
+                raise GridMismatchError(
+                    f"{path} has H, W = {arr.shape[1:3]} but its chunk is {grid.shape}; it was read for "
+                    "another grid: delete it and rerun the read step"
+                )
+            self.arrays[spec.name] = arr
+
+    def window(self, x0: int, y0: int, x1: int, y1: int, roi: np.ndarray) -> TileArrays:
+        """Views of columns ``x0:x1`` and rows ``y0:y1`` (no copy); ``roi`` is the window's ROI mask."""
+        a = self.arrays
+
+        def win(name: str) -> np.ndarray:
+            return a[name][:, y0:y1, x0:x1]
+
+        return TileArrays(
+            bands=win("bands.npy"),
+            masks=win("masks.npy"),
+            doys=np.asarray(a["doys.npy"]),
+            sar_ascending=win("sar_ascending.npy"),
+            sar_ascending_doy=np.asarray(a["sar_ascending_doy.npy"]),
+            sar_descending=win("sar_descending.npy"),
+            sar_descending_doy=np.asarray(a["sar_descending_doy.npy"]),
+            roi=(roi > 0).astype(np.uint8),
+        )

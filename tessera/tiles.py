@@ -1,11 +1,15 @@
 """Cut a chunk's stacked arrays into reference-layout tile directories (reference-spec section 2.1).
 
-Every tile is ``P x P``: the window ``[y0:y1, x0:x1]`` of each stacked array, zero-padded past the
-chunk edge; day-of-year arrays are copied whole, so every tile of a chunk carries the same T.
+An export: inference reads windows of the chunk stacks directly (`tessera.tileio.ChunkStacks`). The
+directories are for the reference's own inference, for `tessera train`, and for users who want the
+reference's layout. Every tile is ``P x P``: the window ``[y0:y1, x0:x1]`` of each stacked array,
+zero-padded past the chunk edge; day-of-year arrays are copied whole, so every tile of a chunk
+carries the same T.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,40 +17,19 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from tessera.errors import GridMismatchError, TileError
-from tessera.grid import Chunk, Roi, TileSpec
+from tessera.errors import TileError
+from tessera.grid import Chunk, TileSpec
 from tessera.io import atomic_dir
 from tessera.layout import ROI_FILE, TILE_FILES
+from tessera.plan import StoredPlan
+from tessera.tileio import ChunkStacks
 
-__all__ = ["write_tile", "validate_tile_dir", "stack_sources"]
+__all__ = ["validate_tile_dir", "write_chunk_tiles", "write_tile"]
 
-
-def stack_sources(s2_dir: Path, s1a_dir: Path, s1d_dir: Path) -> dict[str, Path]:
-    """Where each tile file's chunk-wide array lives, by tile file name."""
-    return {
-        "bands.npy": s2_dir / "bands.npy",
-        "masks.npy": s2_dir / "masks.npy",
-        "doys.npy": s2_dir / "doys.npy",
-        "sar_ascending.npy": s1a_dir / "sar_ascending.npy",
-        "sar_ascending_doy.npy": s1a_dir / "sar_ascending_doy.npy",
-        "sar_descending.npy": s1d_dir / "sar_descending.npy",
-        "sar_descending_doy.npy": s1d_dir / "sar_descending_doy.npy",
-    }
+logger = logging.getLogger(__name__)
 
 
-def _open_stack(path: Path, chunk: Chunk) -> np.ndarray:
-    if not path.exists():
-        raise TileError(f"stacked array {path} is missing; run the read step of chunk {chunk.id} first")
-    arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-    if arr.ndim > 1 and arr.shape[1:3] != chunk.grid.shape:
-        raise GridMismatchError(
-            f"{path} has H, W = {arr.shape[1:3]} but chunk {chunk.id} is {chunk.grid.shape}; "
-            "it was read for another grid: delete it and re-run the read step"
-        )
-    return arr
-
-
-def _window(arr: np.ndarray, tile: TileSpec, size: int) -> np.ndarray:
+def _padded(arr: np.ndarray, tile: TileSpec, size: int) -> np.ndarray:
     """The tile window of a (T, H, W[, C]) array, zero-padded to (T, size, size[, C])."""
     out = np.zeros((arr.shape[0], size, size, *arr.shape[3:]), dtype=arr.dtype)
     out[:, : tile.y1 - tile.y0, : tile.x1 - tile.x0] = arr[:, tile.y0 : tile.y1, tile.x0 : tile.x1]
@@ -72,20 +55,12 @@ def _write_roi_tiff(path: Path, mask: np.ndarray, crs: str, transform: Affine) -
 
 
 def write_tile(
-    roi: Roi,
-    chunk: Chunk,
-    tile: TileSpec,
-    tile_size: int,
-    s2_dir: Path,
-    s1a_dir: Path,
-    s1d_dir: Path,
-    out_dir: Path,
+    stacks: ChunkStacks, chunk: Chunk, tile: TileSpec, tile_size: int, chunk_mask: np.ndarray, out_dir: Path
 ) -> None:
-    """Write one tile directory (the reference's 7 ``.npy`` files and ``roi.tiff``) atomically.
+    """Write one tile directory (the reference's 7 ``.npy`` files and ``roi.tiff``) into ``out_dir``.
 
     Raises:
-        TileError: a stacked array is missing or the tile does not fit the chunk.
-        GridMismatchError: a stacked array was read for another grid.
+        TileError: the tile does not fit the chunk.
     """
     h, w = chunk.grid.shape
     if (
@@ -93,21 +68,35 @@ def write_tile(
         or max(tile.x1 - tile.x0, tile.y1 - tile.y0) > tile_size
     ):
         raise TileError(f"tile {tile.name} does not fit chunk {chunk.id} ({w} x {h}) at tile_size {tile_size}")
-    sources = stack_sources(s2_dir, s1a_dir, s1d_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for spec in TILE_FILES:
+        arr = stacks.arrays[spec.name]
+        data = np.array(arr) if spec.ndim == 1 else _padded(arr, tile, tile_size)
+        with open(out_dir / spec.name, "wb") as fh:
+            np.save(fh, data, allow_pickle=False)
+    mask = np.zeros((tile_size, tile_size), np.uint8)
+    mask[: tile.y1 - tile.y0, : tile.x1 - tile.x0] = chunk_mask[tile.y0 : tile.y1, tile.x0 : tile.x1] > 0
+    transform = chunk.grid.transform * Affine.translation(tile.x0, tile.y0)
+    _write_roi_tiff(out_dir / ROI_FILE, mask, chunk.grid.crs, transform)
+
+
+def write_chunk_tiles(plan: StoredPlan, chunk_id: str, stack_dir: Path, out_dir: Path) -> int:
+    """Write every tile directory of a chunk under ``out_dir`` (``<tile>/``), all at once atomically.
+
+    Returns:
+        The number of tiles written.
+    """
+    if plan.tile_size is None:
+        raise ValueError("the plan must be opened with a tile size")
+    chunk = plan.chunk(chunk_id)
+    stacks = ChunkStacks(stack_dir, chunk.grid)
+    mask = plan.mask(chunk.grid)
+    tiles = plan.tiles(chunk_id)
     with atomic_dir(out_dir) as tmp:
-        for spec in TILE_FILES:
-            arr = _open_stack(sources[spec.name], chunk)
-            if arr.dtype != spec.dtype or arr.ndim != spec.ndim:
-                raise TileError(
-                    f"{sources[spec.name]} is {arr.dtype} {arr.ndim}-D, expected {spec.dtype} {spec.ndim}-D"
-                )
-            data = np.array(arr) if spec.ndim == 1 else _window(arr, tile, tile_size)
-            with open(tmp / spec.name, "wb") as fh:
-                np.save(fh, data, allow_pickle=False)
-        mask = np.zeros((tile_size, tile_size), np.uint8)
-        mask[: tile.y1 - tile.y0, : tile.x1 - tile.x0] = roi.mask(chunk.grid)[tile.y0 : tile.y1, tile.x0 : tile.x1] > 0
-        transform = chunk.grid.transform * Affine.translation(tile.x0, tile.y0)
-        _write_roi_tiff(tmp / ROI_FILE, mask, chunk.grid.crs, transform)
+        for i, tile in enumerate(tiles, 1):
+            write_tile(stacks, chunk, tile, plan.tile_size, mask, tmp / tile.name)
+            logger.info("tile %d/%d %s written", i, len(tiles), tile.name)
+    return len(tiles)
 
 
 def validate_tile_dir(path: Path) -> dict[str, tuple[int, ...]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,16 +40,19 @@ def write_roi(path: Path) -> Path:
     return path
 
 
-def write_config(workdir: Path, servers: DemoServers, **overrides: Any) -> Path:
-    """A run config over the e2e ROI, served by ``servers``; ``overrides`` replace top-level keys."""
+def write_config(workdir: Path, servers: DemoServers, name: str = "config.yaml", **overrides: Any) -> Path:
+    """A run config over the e2e ROI, served by ``servers``; ``overrides`` replace top-level keys.
+
+    Paths in it are relative to ``workdir`` (where the workflow runs), so a finished run can be copied.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     roi = workdir / "roi.tif"
     if not roi.exists():
         write_roi(roi)
     cfg: dict[str, Any] = {
-        "roi": str(roi),
+        "roi": "roi.tif",
         "years": [2022],
-        "results_dir": str(workdir / "results"),
+        "results_dir": "results",
         "chunk_size_m": 1000,
         "tile_size": 50,
         "s2": {"source": "stac", "url": servers.stac_url, "collection": "sentinel-2-l2a", "harmonised": False},
@@ -60,9 +64,15 @@ def write_config(workdir: Path, servers: DemoServers, **overrides: Any) -> Path:
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
-    path = workdir / "config.yaml"
+    path = workdir / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run's directory (results, config, ``.snakemake`` metadata, mtimes kept)."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 def snakemake_cmd(config: Path, *args: str, cores: int | None = 2) -> list[str]:

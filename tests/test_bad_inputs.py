@@ -28,9 +28,11 @@ import yaml
 from affine import Affine
 
 from tessera.cli import main
+from tessera.config import SourceConfig
 from tessera.errors import TesseraError
-from tessera.grid import Chunk, Grid, Roi, load_roi, plan_chunks
+from tessera.grid import Chunk, Grid, load_roi
 from tessera.models import demo
+from tessera.plan import StoredPlan, write_plan
 from tessera.read import read_s2
 from tessera.search import run_search, write_item_collection
 from tessera.transport import RetryPolicy
@@ -88,10 +90,8 @@ def write_config(tmp: Path, roi: Path | None = None, **overrides: Any) -> Path:
 
 
 def search_run(tmp: Path, config: Path, says: list[str]) -> Run:
-    """``tessera search``: the config and ROI are checked before anything is written."""
-    out = tmp / "results" / "search" / "s2.json"
-    argv = ["search", "--config", str(config), "--chunk", "1000m_E0_N0", "--year", "2022", "--product", "s2"]
-    return Run(says, [out], argv=[*argv, "--out", str(out)])
+    """``tessera plan``: the checks the workflow makes when it parses, before any job and any file."""
+    return Run(says, [tmp / "results"], argv=["plan", "--config", str(config)])
 
 
 def config_case(tmp: Path, says: list[str], **overrides: Any) -> Run:
@@ -115,14 +115,19 @@ def tile_dir(tmp: Path) -> Path:
     return write_tile_dir(tmp / "tiles" / "0_0_8_8", tile, grid)
 
 
-def infer_run(tmp: Path, tile: Path, says: list[str], checkpoint: Path | None = None) -> Run:
-    """``tessera infer``: its three outputs must all be absent after a failure."""
-    model = {"device": "cpu", "checkpoint": None if checkpoint is None else str(checkpoint)}
-    config = write_config(tmp, model=model)
+def infer_run(tmp: Path, tile: Path, says: list[str]) -> Run:
+    """``tessera embed-tile``: its three outputs must all be absent after a failure."""
+    config = write_config(tmp, model={"device": "cpu"})
     out = tmp / "emb" / "0_0_8_8.npy"
     outputs = [out, out.with_name("0_0_8_8_scales.npy"), out.with_suffix(".json")]
-    argv = ["infer", "--config", str(config), "--year", "2022", "--tile-dir", str(tile), "--out", str(out)]
+    argv = ["embed-tile", "--config", str(config), "--year", "2022", "--tile-dir", str(tile), "--out", str(out)]
     return Run(says, outputs, argv=argv)
+
+
+def checkpoint_run(tmp: Path, checkpoint: Path, says: list[str]) -> Run:
+    """``tessera validate-config``: the checkpoint is checked when the workflow parses, before any download."""
+    config = write_config(tmp, model={"device": "cpu", "checkpoint": str(checkpoint)})
+    return Run(says, [tmp / "results"], argv=["validate-config", "--config", str(config)])
 
 
 def closed_port() -> int:
@@ -132,18 +137,11 @@ def closed_port() -> int:
     return port
 
 
-def stac_cfg(url: str) -> dict[str, Any]:
-    source = {"source": "stac", "url": url, "collection": "sentinel-2-l2a"}
-    return {"s2": source, "s1": {**source, "collection": "sentinel-1-rtc"}}
+def stac_cfg(url: str) -> SourceConfig:
+    return SourceConfig("stac", url=url, collection="sentinel-2-l2a")
 
 
 GRID = Grid("EPSG:32631", 10.0, 30200, -578500, 8, 8)
-
-
-def grid_roi() -> Roi:
-    x0, y0, x1, y1 = GRID.bounds
-    poly = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-    return Roi(Path("roi.geojson"), "vector", GRID, (poly,))
 
 
 def remote_s2_item(base: str) -> pystac.Item:
@@ -239,20 +237,20 @@ def _roi_lines(tmp: Path, base: str) -> Run:
 
 def _checkpoint_missing(tmp: Path, base: str) -> Run:
     ckpt = tmp / "tessera_v1.pt"
-    return infer_run(tmp, tile_dir(tmp), [str(ckpt), "does not exist", "model.checkpoint"], ckpt)
+    return checkpoint_run(tmp, ckpt, [str(ckpt), "does not exist", "model.checkpoint"])
 
 
 def _checkpoint_corrupt(tmp: Path, base: str) -> Run:
     ckpt = tmp / "tessera_v1.pt"
     ckpt.write_bytes(np.random.default_rng(7).integers(0, 256, 512, dtype=np.uint8).tobytes())
-    return infer_run(tmp, tile_dir(tmp), [str(ckpt), "corrupt or not a PyTorch file"], ckpt)
+    return checkpoint_run(tmp, ckpt, [str(ckpt), "corrupt or not a PyTorch file"])
 
 
 def _checkpoint_other_architecture(tmp: Path, base: str) -> Run:
     # the demo model is v1.0-shaped but far narrower: every matrix has the wrong shape for v1.0
     ckpt = tmp / "tessera_v1.pt"
     torch.save({"model_state_dict": demo.build().state_dict()}, ckpt)
-    return infer_run(tmp, tile_dir(tmp), [str(ckpt), "does not match the v1.0 architecture", "shape mismatches"], ckpt)
+    return checkpoint_run(tmp, ckpt, [str(ckpt), "does not match the v1.0 architecture", "shape mismatches"])
 
 
 def _tile_file_missing(tmp: Path, base: str) -> Run:
@@ -309,18 +307,22 @@ def _scene_503(tmp: Path, base: str) -> Run:
     return Run(
         ["S2B_20220701", "503", "failed 2 times"],
         [out / "bands.npy", out / "masks.npy", out / "doys.npy", out / "qa.json"],
-        call=lambda: read_s2(stac_cfg(base), grid_roi(), Chunk("c", GRID), 2022, items, out, policy=FAST),
+        call=lambda: read_s2(
+            stac_cfg(base), np.ones(GRID.shape, np.uint8), Chunk("c", GRID), 2022, items, out, policy=FAST
+        ),
     )
 
 
 def _items_not_json(tmp: Path, base: str) -> Run:
     roi = polygon_roi(tmp)
-    config = write_config(tmp, roi)
-    chunk = plan_chunks(load_roi(roi), 1000)[0].id
+    plan_dir = tmp / "plan"
+    write_plan(load_roi(roi), "k", 1000, plan_dir)
+    chunk = StoredPlan(plan_dir).chunks[0].id
     items = tmp / "s2.json"
     items.write_text("<html>502 Bad Gateway</html>\n")
     out = tmp / "stack" / "s2"
-    argv = ["read-s2", "--config", str(config), "--chunk", chunk, "--year", "2022"]
+    settings = json.dumps({"s2": {"source": "stac", "url": base, "collection": "sentinel-2-l2a"}})
+    argv = ["read-s2", "--settings", settings, "--plan", str(plan_dir), "--chunk", chunk, "--year", "2022"]
     return Run(
         [str(items), "not a readable ItemCollection"],
         [out / "bands.npy", out / "masks.npy", out / "doys.npy", out / "qa.json"],

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from tessera.cli import main
+from tessera.grid import load_roi
+from tessera.plan import write_plan
 from tests.e2e import FAIL_FIRST_ATTEMPT_ENV, env
 
 POLY = [[0.10, 52.20], [0.12, 52.20], [0.12, 52.21], [0.10, 52.21], [0.10, 52.20]]
@@ -39,11 +41,15 @@ def test_named_error_is_one_line_with_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert "Traceback" not in "\n".join(err)
 
 
-def test_unknown_chunk_says_how_to_list_them(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_chunk_says_how_to_list_them(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = yaml.safe_load(config.read_text())
+    write_plan(load_roi(cfg["roi"]), "k", 1000, tmp_path / "plan")
+    settings = json.dumps({"s2": {"source": "planetary-computer"}})
     args = ["--chunk", "1000m_E0_N0", "--year", "2022", "--product", "s2", "--out", "x.json"]
-    rc = main(["search", "--config", str(config), *args])
+    rc = main(["search", "--settings", settings, "--plan", str(tmp_path / "plan"), *args])
     assert rc == 2
     assert "tessera plan" in capsys.readouterr().err
+    assert not Path("x.json").exists()
 
 
 def test_first_attempt_failure_switch_of_the_test_wrapper(config: Path, tmp_path: Path) -> None:

@@ -21,11 +21,24 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import torch
 
 from tessera.layout import TILE_FILES
+from tessera.models import v2
 from tessera.stacitem import offline_validator
 from tessera.testing.servers import DemoServers
-from tests.e2e import env, job_counts, products, read_embeddings, run_snakemake, snakemake_cmd, tree_files, write_config
+from tests.e2e import (
+    ROOT,
+    copy_run,
+    env,
+    job_counts,
+    products,
+    read_embeddings,
+    run_snakemake,
+    snakemake_cmd,
+    tree_files,
+    write_config,
+)
 
 pytestmark = pytest.mark.server
 
@@ -73,7 +86,7 @@ def test_tiles_have_the_reference_layout(base_run: Path) -> None:
 
 
 def test_rerun_does_nothing(base_run: Path) -> None:
-    res = run_snakemake(base_run / "config.yaml", "-n")
+    res = run_snakemake(base_run / "config.yaml", "-n", "--rerun-triggers", "mtime", "params", "input", "code")
     assert job_counts(res.stdout) == {}
     assert "Nothing to be done" in res.stdout + res.stderr
 
@@ -181,15 +194,72 @@ def test_no_token_or_signature_reaches_any_file(demo_servers_session: DemoServer
     assert any("FAKE-SAS-SIGNATURE" in q for q in demo_servers_session.range_server.counters.queries)
 
 
-def test_adding_a_year_runs_only_that_year(base_run: Path, demo_servers_session: DemoServers) -> None:
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in products(base_run / "results").values()}
-    cfg = write_config(base_run, demo_servers_session, years=[2022, 2023], keep_tiles=True)
+def test_adding_a_year_runs_only_that_year(base_run: Path, demo_servers_session: DemoServers, tmp_path: Path) -> None:
+    run = copy_run(base_run, tmp_path / "run")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in products(run / "results").values()}
+    cfg = write_config(run, demo_servers_session, years=[2022, 2023], keep_tiles=True)
     plan = run_snakemake(cfg, "-n")
     counts = job_counts(plan.stdout)
     assert counts["stitch"] == 1 and counts["search"] > 0
     assert "2023" in plan.stdout and "year=2022" not in plan.stdout
     run_snakemake(cfg)
-    assert products(base_run / "results", 2023)["cog"].exists()
+    assert products(run / "results", 2023)["cog"].exists()
     for p, (blob, mtime) in before.items():
         assert p.read_bytes() == blob and p.stat().st_mtime_ns == mtime
-    shutil.rmtree(base_run / "results" / "2023")
+
+
+# --- exact reruns: a changed setting plans exactly the jobs whose output it changes ------------------
+
+
+def _replanned(base_run: Path, servers: DemoServers, *args: str, **overrides: object) -> dict[str, int]:
+    """Jobs a dry run of the finished base run plans with ``overrides`` in its config (nothing is run)."""
+    cfg = write_config(base_run, servers, name="config-changed.yaml", keep_tiles=True, **overrides)
+    try:
+        return job_counts(run_snakemake(cfg, "-n", *args).stdout)
+    finally:
+        cfg.unlink()
+
+
+def _tiny_v2_checkpoint(path: Path) -> Path:
+    args = v2.StudentArgs(latent_dim=8, num_layers=1, nhead=2, dim_feedforward=16)
+    torch.manual_seed(0)
+    torch.save({"args": args.to_dict(), "model": v2.build(args).state_dict()}, path)
+    return path
+
+
+def test_an_s2_setting_reruns_read_s2_and_what_follows(base_run: Path, demo_servers_session: DemoServers) -> None:
+    s2 = {"source": "stac", "url": demo_servers_session.stac_url, "collection": "sentinel-2-l2a", "harmonised": True}
+    counts = _replanned(base_run, demo_servers_session, s2=s2)
+    # three chunks: their S2 reads, tile exports (keep_tiles), inference jobs; one stitch and QA report
+    assert counts == {"read_s2": 3, "export_tiles": 3, "infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
+
+
+@pytest.mark.parametrize("change", ["checkpoint", "output"])
+def test_a_model_setting_reruns_inference_and_products(
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path, change: str
+) -> None:
+    model = {"checkpoint": str(_tiny_v2_checkpoint(tmp_path / "student.pt"))} if change == "checkpoint" else {}
+    model |= {"output": "float32"} if change == "output" else {}
+    counts = _replanned(base_run, demo_servers_session, model=model)
+    assert counts == {"infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
+
+
+def test_machine_settings_rerun_nothing(base_run: Path, demo_servers_session: DemoServers) -> None:
+    model = {"batch_size": 512, "device": "auto"}
+    assert _replanned(base_run, demo_servers_session, "--set-threads", "infer=1", "read_s2=1", model=model) == {}
+
+
+def test_a_stage_version_bump_reruns_that_stage_and_its_descendants(
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
+) -> None:
+    # a release that changes the S1 read: a copy of the package with read_s1's version bumped
+    package = shutil.copytree(ROOT / "tessera", tmp_path / "tessera", ignore=shutil.ignore_patterns("__pycache__"))
+    stages = package / "stages.py"
+    stages.write_text(stages.read_text().replace('"read_s1": 1,', '"read_s1": 2,'))
+    cfg = write_config(base_run, demo_servers_session, name="config-same.yaml", keep_tiles=True)
+    try:
+        res = run_snakemake(cfg, "-n", extra_env={"PYTHONPATH": str(tmp_path)})
+    finally:
+        cfg.unlink()
+    counts = job_counts(res.stdout)
+    assert counts == {"read_s1": 6, "export_tiles": 3, "infer": 3, "stitch": 1, "qa_report": 1, "all": 1}

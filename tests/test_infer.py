@@ -12,11 +12,14 @@ import torch
 from torch import nn
 
 from tessera import models
+from tessera.config import ModelConfig
 from tessera.errors import ConfigError
-from tessera.infer import infer_arrays, infer_tile, resolve_device
+from tessera.infer import infer_arrays
+from tessera.inferjob import embed_tile_dir
 from tessera.models import v1_1, v2
 from tessera.models.spec import InputSpec, LoadedModel
 from tessera.quantize import dequantize
+from tessera.staging import resolve_device
 from tessera.tileio import TileArrays
 from tests.tilegen import cut, make_world, with_extra_dates, write_tile_dir
 
@@ -130,10 +133,12 @@ class Exploding(nn.Module):
         raise AssertionError("the model must not run on an all-nodata tile")
 
 
-def cfg(output: str, device: str = "cpu") -> dict[str, Any]:
-    model = {"checkpoint": None, "family": "auto", "output": output, "dimensions": 128, "precision": "bf16"}
-    model |= {"device": device, "batch_size": None, "repeats": 1}
-    return {"model": model, "s2": {"source": "planetary-computer"}}
+def cfg(output: str, device: str = "cpu") -> ModelConfig:
+    return ModelConfig(None, "auto", output, 128, "bf16", device, None, 1)
+
+
+def infer_tile(model: ModelConfig, year: int, tile_dir: Path, out: Path) -> None:
+    embed_tile_dir(model, "planetary-computer", year, tile_dir, out)
 
 
 def test_all_nodata_tile(tmp_path: Path) -> None:

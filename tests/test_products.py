@@ -17,7 +17,8 @@ from affine import Affine
 import tessera.cog
 import tessera.products
 from tessera.errors import TileError
-from tessera.grid import Roi, load_roi, plan_chunks, plan_tiles
+from tessera.grid import Roi, load_roi
+from tessera.plan import StoredPlan, plan_tiles_file, write_plan
 from tessera.products import product_paths, stitch
 from tessera.quicklook import write_quicklook
 from tessera.stacitem import EMB_SCHEMA_URI, offline_validator
@@ -31,10 +32,11 @@ SHA = "ab" * 32
 
 @dataclass
 class World:
-    cfg: dict[str, Any]
+    plan: StoredPlan
     roi: Roi
     emb_dir: Path
     search_dir: Path
+    stack_dir: Path
     out: Path
     truth: np.ndarray
     """float32 (H, W, D) embeddings on the ROI grid, NaN outside the ROI."""
@@ -67,6 +69,7 @@ def _sidecar(output: str, random_weights: bool) -> dict[str, Any]:
     return {
         "model_family": "demo" if random_weights else "v1.1",
         "checkpoint_sha256": None if random_weights else SHA,
+        "checkpoint": None if random_weights else "tessera_v1_1.pt",
         "random_weights": random_weights,
         "dimensions": DIMS,
         "output": output,
@@ -83,30 +86,29 @@ def _sidecar(output: str, random_weights: bool) -> dict[str, Any]:
 def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -> World:
     _write_roi(tmp / "roi.tif")
     roi = load_roi(tmp / "roi.tif", 10.0)
-    cfg = {
-        "chunk_size_m": CHUNK_M,
-        "tile_size": TILE,
-        "model": {"output": output, "checkpoint": None if random_weights else "/somewhere/tessera_v1_1.pt"},
-        "s2": {"source": "planetary-computer"},
-        "s1": {"source": "planetary-computer"},
-    }
+    write_plan(roi, "key", CHUNK_M, tmp / "plan")
+    plan_tiles_file(StoredPlan(tmp / "plan"), TILE, tmp / "plan" / f"tiles-{TILE}.json")
+    plan = StoredPlan(tmp / "plan", TILE)
     g = roi.grid
     rows, cols = np.mgrid[0 : g.height, 0 : g.width]
     truth = _embedding(cols + g.col, rows + g.row)
     truth[roi.mask(g) == 0] = np.nan
-    emb_dir, search_dir = tmp / "embeddings", tmp / "search"
-    for chunk in plan_chunks(roi, CHUNK_M):
-        (emb_dir / chunk.id).mkdir(parents=True)
+    emb_dir, search_dir, stack_dir = tmp / "embeddings", tmp / "search", tmp / "stack"
+    for chunk in plan.chunks:
+        (emb_dir / chunk.id / "all").mkdir(parents=True)
         (search_dir / chunk.id).mkdir(parents=True)
         for product in ("s2", "s1-ascending", "s1-descending"):
             feats = [{"type": "Feature", "id": f"{product}-{chunk.id}"}]
             (search_dir / chunk.id / f"{product}.json").write_text(
                 json.dumps({"type": "FeatureCollection", "features": feats})
             )
-        for t in plan_tiles(roi, chunk, TILE):
+            (stack_dir / chunk.id / product).mkdir(parents=True)
+            qa = {"source": {"provider": "planetary-computer"}}
+            (stack_dir / chunk.id / product / "qa.json").write_text(json.dumps(qa))
+        for t in plan.tiles(chunk.id):
             col, row = chunk.grid.window(t.x0, t.y0, t.x1 - t.x0, t.y1 - t.y0).offset_in(g)
             real = truth[row : row + t.y1 - t.y0, col : col + t.x1 - t.x0]
-            base = emb_dir / chunk.id / t.name
+            base = emb_dir / chunk.id / "all" / t.name
             if output == "int8":
                 codes = np.full((TILE, TILE, DIMS), 99, np.int8)  # padding junk: must never be read
                 scales = np.full((TILE, TILE), 5.0, np.float32)
@@ -122,11 +124,12 @@ def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -
                 np.save(base.with_suffix(".npy"), values)
             base.with_suffix(".json").write_text(json.dumps(_sidecar(output, random_weights)))
     out = tmp / "products" / f"tessera_{YEAR}.tif"
-    return World(cfg, roi, emb_dir, search_dir, out, truth)
+    return World(plan, roi, emb_dir, search_dir, stack_dir, out, truth)
 
 
 def _stitch(w: World) -> None:
-    stitch(w.cfg, w.roi, YEAR, w.emb_dir, w.search_dir, w.out, block_size=16, window_blocks=2)
+    parts = sorted(w.emb_dir.glob("*/all"))
+    stitch(w.plan, YEAR, parts, w.search_dir, w.stack_dir, w.out, block_size=16, window_blocks=2)
 
 
 def _check_cog(path: Path, w: World, count: int, dtype: str) -> None:
@@ -215,19 +218,19 @@ def test_writer_streams_window_by_window(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_sidecar_disagreement_is_a_named_error(tmp_path: Path) -> None:
     w = _make_world(tmp_path)
-    odd = sorted(w.emb_dir.glob("*/*.json"))[3]
+    odd = sorted(w.emb_dir.glob("*/all/*.json"))[3]
     meta = json.loads(odd.read_text())
     meta["checkpoint_sha256"] = "cd" * 32
     odd.write_text(json.dumps(meta))
     with pytest.raises(TileError, match="different models") as err:
         _stitch(w)
-    assert f"{odd.parent.name}/{odd.stem}" in str(err.value) and "rerun" in str(err.value)
+    assert f"{odd.parent.parent.name}/{odd.stem}" in str(err.value) and "rerun" in str(err.value)
     assert not w.out.parent.exists() or not any(w.out.parent.iterdir())
 
 
 def test_missing_tile_is_a_named_error(tmp_path: Path) -> None:
     w = _make_world(tmp_path)
-    gone = sorted(w.emb_dir.glob("*/*_scales.npy"))[-1]
+    gone = sorted(w.emb_dir.glob("*/all/*_scales.npy"))[-1]
     gone.unlink()
     with pytest.raises(TileError, match="missing") as err:
         _stitch(w)
@@ -236,7 +239,7 @@ def test_missing_tile_is_a_named_error(tmp_path: Path) -> None:
 
 def test_wrong_tile_shape_is_a_named_error(tmp_path: Path) -> None:
     w = _make_world(tmp_path)
-    bad = sorted(w.emb_dir.glob("*/*[0-9].npy"))[0]
+    bad = sorted(w.emb_dir.glob("*/all/*[0-9].npy"))[0]
     np.save(bad, np.zeros((TILE, TILE, DIMS + 1), np.int8))
     with pytest.raises(TileError, match=bad.stem):
         _stitch(w)
@@ -276,7 +279,7 @@ def test_stac_item_validates_offline(tmp_path: Path) -> None:
     model = [link for link in d["links"] if link["rel"] == "emb:model"]
     assert len(model) == 1 and model[0]["href"] == "tessera_v1_1.pt" and SHA in model[0]["title"]
     sources = [link["href"] for link in d["links"] if link["rel"] == "emb:source-data"]
-    assert len(sources) == 3 * len(plan_chunks(w.roi, CHUNK_M))
+    assert len(sources) == 3 * len(w.plan.chunks)
     assert all(not Path(h).is_absolute() and (paths["item"].parent / h).is_file() for h in sources)
     assert "/somewhere" not in paths["item"].read_text()
     del d["assets"]["embeddings"]

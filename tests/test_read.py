@@ -15,6 +15,7 @@ import rasterio.warp
 from affine import Affine
 from rasterio.enums import Resampling
 
+from tessera.config import SourceConfig
 from tessera.errors import TransportError
 from tessera.grid import Chunk, Grid, Roi
 from tessera.layout import S2_BANDS
@@ -123,15 +124,15 @@ def left_half_roi() -> Roi:
 
 
 CHUNK = Chunk("test-chunk", GRID)
-CFG_S2: dict[str, Any] = {"s2": {"source": "stac", "url": "http://127.0.0.1:1/", "collection": "sentinel-2-l2a"}}
+CFG_S2 = SourceConfig("stac", url="http://127.0.0.1:1/", collection="sentinel-2-l2a")
 
 
 def run_s2(
-    tmp: Path, items: list[pystac.Item], roi: Roi | None = None, cfg: dict[str, Any] | None = None
+    tmp: Path, items: list[pystac.Item], roi: Roi | None = None, cfg: SourceConfig | None = None
 ) -> dict[str, Any]:
     write_item_collection(items, tmp / "items.json")
     out = tmp / "out"
-    read_s2(cfg or CFG_S2, roi or full_roi(), CHUNK, 2024, tmp / "items.json", out, policy=FAST)
+    read_s2(cfg or CFG_S2, (roi or full_roi()).mask(GRID), CHUNK, 2024, tmp / "items.json", out, policy=FAST)
     res: dict[str, Any] = {n: np.load(out / f"{n}.npy") for n in ("bands", "masks", "doys")}
     res["qa"] = json.loads((out / "qa.json").read_text())
     return res
@@ -250,8 +251,17 @@ def test_s1_read_encode_merge(tmp_path: Path) -> None:
         s1_item(tmp_path, "c", "2024-03-02T06:00:00Z", np.full(shape, 0.125), np.full(shape, 0.0625), "descending"),
     ]
     write_item_collection(items, tmp_path / "items.json")
-    cfg = {"s1": {"source": "stac", "url": "http://127.0.0.1:1/", "collection": "sentinel-1-rtc"}}
-    read_s1(cfg, left_half_roi(), CHUNK, 2024, "ascending", tmp_path / "items.json", tmp_path / "out", policy=FAST)
+    cfg = SourceConfig("stac", url="http://127.0.0.1:1/", collection="sentinel-1-rtc")
+    read_s1(
+        cfg,
+        left_half_roi().mask(GRID),
+        CHUNK,
+        2024,
+        "ascending",
+        tmp_path / "items.json",
+        tmp_path / "out",
+        policy=FAST,
+    )
     sar = np.load(tmp_path / "out" / "sar_ascending.npy")
     doy = np.load(tmp_path / "out" / "sar_ascending_doy.npy")
     qa = json.loads((tmp_path / "out" / "qa.json").read_text())

@@ -16,6 +16,7 @@ from typing import Any
 import pystac
 import pytest
 
+from tessera.config import SourceConfig
 from tessera.errors import DataSourceError
 from tessera.grid import Chunk, Grid
 from tessera.search import run_search, search_parameters, select_items
@@ -124,20 +125,22 @@ def api() -> Iterator[tuple[str, Api]]:
     server.server_close()
 
 
-def cfg_for(url: str) -> dict[str, Any]:
+def cfg_for(url: str) -> dict[str, SourceConfig]:
     src = {"source": "stac", "url": url, "collection": "sentinel-1-rtc", "sign": "test-sas"}
-    return {"s1": dict(src), "s2": {**src, "collection": "sentinel-2-l2a"}}
+    return {"s1": SourceConfig.from_dict(src), "s2": SourceConfig.from_dict({**src, "collection": "sentinel-2-l2a"})}
 
 
 def test_search_parameters() -> None:
-    src = resolve_source(cfg_for("http://x"), "s1")
+    src = resolve_source(cfg_for("http://x")["s1"], "s1")
     p = search_parameters(src, CHUNK, 2024, "descending")
     assert p["datetime"] == "2024-01-01T00:00:00Z/2024-12-31T23:59:59.999999Z"
     assert p["query"] == {"sat:orbit_state": {"eq": "descending"}} and p["collections"] == ["sentinel-1-rtc"]
     west, south, east, north = p["bbox"]
     assert -3.1 < west < east < -2.9 and 52.2 < south < north < 52.4
-    assert "query" not in search_parameters(resolve_source(cfg_for("http://x"), "s2"), CHUNK, 2024, None)
-    assert "query" not in search_parameters(resolve_source({"s1": {"source": "opera"}}, "s1"), CHUNK, 2024, "ascending")
+    assert "query" not in search_parameters(resolve_source(cfg_for("http://x")["s2"], "s2"), CHUNK, 2024, None)
+    assert "query" not in search_parameters(
+        resolve_source(SourceConfig.from_dict({"source": "opera"}), "s1"), CHUNK, 2024, "ascending"
+    )
 
 
 def test_select_items_rechecks_orbit_and_sorts() -> None:
@@ -152,7 +155,7 @@ def test_run_search_orbit_paging_unsigned(
     monkeypatch.setattr("tessera.search.PAGE_SIZE", 2)
     out = tmp_path / "s1-ascending.json"
     state.fail_next = 1  # one 503 with Retry-After: the transport retries it
-    n = run_search(cfg_for(url), CHUNK, 2023, "s1-ascending", out)
+    n = run_search(cfg_for(url)["s1"], CHUNK, 2023, "s1-ascending", out)
     ids = [f["id"] for f in json.loads(out.read_text())["features"]]
     expected = sorted(
         (f for f in state.features if f["properties"]["sat:orbit_state"] == "ascending"),
@@ -167,23 +170,23 @@ def test_client_side_orbit_check_when_server_ignores_query(api: tuple[str, Api],
     url, state = api
     state.ignore_query = True
     state.features[0]["properties"]["sat:orbit_state"] = "DESCENDING"  # case differs: still descending
-    n = run_search(cfg_for(url), CHUNK, 2023, "s1-descending", tmp_path / "d.json")
+    n = run_search(cfg_for(url)["s1"], CHUNK, 2023, "s1-descending", tmp_path / "d.json")
     ids = [f["id"] for f in json.loads((tmp_path / "d.json").read_text())["features"]]
     assert n == 3 and sorted(ids) == ["S1_00", "S1_03", "S1_06"]
-    assert run_search(cfg_for(url), CHUNK, 2023, "s2", tmp_path / "s2.json") == 7  # no orbit filter for S2
+    assert run_search(cfg_for(url)["s2"], CHUNK, 2023, "s2", tmp_path / "s2.json") == 7  # no orbit filter for S2
 
 
 def test_empty_result_writes_empty_collection(api: tuple[str, Api], tmp_path: Path) -> None:
     url, state = api
     state.features = []
-    assert run_search(cfg_for(url), CHUNK, 2023, "s1-descending", tmp_path / "d.json") == 0
+    assert run_search(cfg_for(url)["s1"], CHUNK, 2023, "s1-descending", tmp_path / "d.json") == 0
     assert json.loads((tmp_path / "d.json").read_text())["features"] == []
 
 
 def test_unreachable_api_raises(tmp_path: Path) -> None:
     with pytest.raises(DataSourceError, match="STAC search"):
         run_search(
-            cfg_for("http://127.0.0.1:9"),
+            cfg_for("http://127.0.0.1:9")["s2"],
             CHUNK,
             2023,
             "s2",

@@ -1,9 +1,10 @@
 """The workflow on a real one-node Slurm (slurmctld + slurmd + munged on 127.0.0.1).
 
-Runs the e2e ROI through ``--profile profiles/slurm`` with the tile rule made to fail on its first
-attempt (a test-only switch), checks with Slurm's own tools that the jobs ran under Slurm and that the
-failed jobs were resubmitted with more memory, that only inference jobs asked for the (count-only)
-GPU, and compares the products with the session's local run (`base_run`, other chunking): identical.
+Runs the e2e ROI through ``--profile profiles/slurm`` with the S1 read rule made to fail on its first
+attempt (a test-only switch, ``tests/bin/tessera``), checks with Slurm's own tools that the jobs ran
+under Slurm and that the failed jobs were resubmitted with more memory, that the one inference job
+(all the chunk's tiles, the model loaded once) asked for the (count-only) GPU, and compares the
+products with the session's local run (`base_run`, other chunking and tiling): identical.
 """
 
 from __future__ import annotations
@@ -72,25 +73,29 @@ def test_demo_runs_under_slurm_with_a_resubmitted_failure(
     res = subprocess.run(
         cmd,
         cwd=cfg.parent,
-        env=env({FAIL_FIRST_ATTEMPT_ENV: f"tile={markers}"}),
+        env=env({FAIL_FIRST_ATTEMPT_ENV: f"read-s1={markers}"}),
         capture_output=True,
         text=True,
         timeout=270,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     jobs = [j for j in _jobs() if j["id"] not in before]
-    tiles = [j for j in jobs if "rule_tile" in j["comment"]]
+    reads = [j for j in jobs if "rule_read_s1" in j["comment"]]
     infers = [j for j in jobs if "rule_infer" in j["comment"]]
-    n_tiles = len(list(markers.iterdir()))
-    assert n_tiles >= 2
-    # every tile job failed once under Slurm and was resubmitted as a new job with twice the memory
-    assert sorted(j["state"] for j in tiles) == ["COMPLETED"] * n_tiles + ["FAILED"] * n_tiles
-    assert {j["mem"] for j in tiles if j["state"] == "FAILED"} == {"4000M"}
-    assert {j["mem"] for j in tiles if j["state"] == "COMPLETED"} == {"8000M"}
-    # inference jobs asked Slurm for the (count-only) GPU
-    assert infers and all(j["tres_per_job"] == "gres:gpu:1" for j in infers)
+    assert len(list(markers.iterdir())) == 2  # one chunk: the ascending and the descending read
+    # every S1 read failed once under Slurm and was resubmitted as a new job with twice the memory
+    assert sorted(j["state"] for j in reads) == ["COMPLETED"] * 2 + ["FAILED"] * 2
+    assert {j["mem"] for j in reads if j["state"] == "FAILED"} == {"6000M"}
+    assert {j["mem"] for j in reads if j["state"] == "COMPLETED"} == {"12000M"}
+    # one inference job embedded both 64 px tiles, and asked Slurm for the (count-only) GPU
+    assert len(infers) == 1 and infers[0]["tres_per_job"] == "gres:gpu:1"
+    log = (cfg.parent / "results/logs/infer/2022").glob("*/all.log")
+    assert "2 tiles of" in next(log).read_text()
     assert all(j["tres_per_job"] == "N/A" for j in jobs if j not in infers)
-    assert all(j["state"] == "COMPLETED" for j in jobs if j not in tiles)
+    assert all(j["state"] == "COMPLETED" for j in jobs if j not in reads)
+    # plan and search run where Snakemake runs; everything else was a Slurm job
+    submitted = sorted({j["comment"].split("rule_")[1].split("_wildcards")[0] for j in jobs})
+    assert submitted == ["infer", "qa_report", "read_s1", "read_s2", "stitch"], submitted
     ours, theirs = products(cfg.parent / "results"), products(base_run / "results")
     for key in ("cog", "scales"):
         assert ours[key].read_bytes() == theirs[key].read_bytes()

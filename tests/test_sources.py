@@ -7,31 +7,34 @@ from pathlib import Path
 
 import pytest
 
+from tessera.config import SourceConfig
 from tessera.errors import ConfigError, DataSourceError, TransportError
 from tessera.sources import TEST_SAS_QUERY, earthdata_token, resolve_source
 from tessera.transport import MissingAssetError, RetryPolicy, RetryStats, call_with_retries, install_redaction, redact
 
 
 def test_planetary_computer_defaults() -> None:
-    s2 = resolve_source({"s2": {"source": "planetary-computer"}}, "s2")
+    s2 = resolve_source(SourceConfig.from_dict({"source": "planetary-computer"}), "s2")
     assert s2.url == "https://planetarycomputer.microsoft.com/api/stac/v1" and s2.collection == "sentinel-2-l2a"
     assert s2.asset("B8A") == "B8A" and s2.asset("SCL") == "SCL" and not s2.harmonised
     assert s2.sign == "planetary-computer" and s2.href_patcher() is not None
-    s1 = resolve_source({"s1": {"source": "planetary-computer"}}, "s1")
+    s1 = resolve_source(SourceConfig.from_dict({"source": "planetary-computer"}), "s1")
     assert (s1.collection, s1.asset("vv"), s1.resampling) == ("sentinel-1-rtc", "vv", "nearest")
 
 
 def test_earth_search_and_opera_defaults() -> None:
-    es = resolve_source({"s2": {"source": "earth-search"}}, "s2")
+    es = resolve_source(SourceConfig.from_dict({"source": "earth-search"}), "s2")
     assert es.url == "https://earth-search.aws.element84.com/v1" and es.harmonised and es.href_patcher() is None
     assert [es.asset(b) for b in ("B02", "B8A", "B11", "SCL")] == ["blue", "nir08", "swir16", "scl"]
-    op = resolve_source({"s1": {"source": "opera"}}, "s1")
+    op = resolve_source(SourceConfig.from_dict({"source": "opera"}), "s1")
     assert op.resampling == "bilinear" and op.auth == "earthdata" and not op.orbit_query
 
 
 def test_overrides_and_errors() -> None:
     src = resolve_source(
-        {"s2": {"source": "stac", "url": "http://x/", "collection": "c", "assets": {"B02": "b2"}, "sign": "test-sas"}},
+        SourceConfig.from_dict(
+            {"source": "stac", "url": "http://x/", "collection": "c", "assets": {"B02": "b2"}, "sign": "test-sas"}
+        ),
         "s2",
     )
     assert (src.url, src.collection, src.asset("B02")) == ("http://x", "c", "b2")
@@ -41,11 +44,11 @@ def test_overrides_and_errors() -> None:
     assert patch is not None and patch("http://h/a.tif") == f"http://h/a.tif?{TEST_SAS_QUERY}"
     assert patch("http://h/a.tif?x=1") == f"http://h/a.tif?x=1&{TEST_SAS_QUERY}"
     with pytest.raises(ConfigError, match="unknown"):
-        resolve_source({"s2": {"source": "nope"}}, "s2")
+        resolve_source(SourceConfig.from_dict({"source": "nope"}), "s2")
     with pytest.raises(ConfigError, match="url"):
-        resolve_source({"s1": {"source": "stac"}}, "s1")
+        resolve_source(SourceConfig.from_dict({"source": "stac"}), "s1")
     with pytest.raises(ConfigError, match="does not serve"):
-        resolve_source({"s2": {"source": "opera"}}, "s2")
+        resolve_source(SourceConfig.from_dict({"source": "opera"}), "s2")
 
 
 def test_earthdata_token(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from affine import Affine
 from tessera.errors import GridMismatchError, TileError
 from tessera.grid import Chunk, Grid, Roi, plan_tiles
 from tessera.layout import ROI_FILE, TILE_FILES
+from tessera.tileio import ChunkStacks
 from tessera.tiles import validate_tile_dir, write_tile
 
 GRID = Grid("EPSG:32631", 10.0, 30000, -500000, 13, 11)
@@ -28,7 +29,7 @@ def roi_all() -> Roi:
 def stacks(tmp: Path, t_s2: int = 3, t_a: int = 2, t_d: int = 0) -> tuple[Path, Path, Path]:
     rng = np.random.default_rng(7)
     h, w = GRID.shape
-    s2, a, d = tmp / "s2", tmp / "s1a", tmp / "s1d"
+    s2, a, d = tmp / "s2", tmp / "s1-ascending", tmp / "s1-descending"
     for p in (s2, a, d):
         p.mkdir()
     np.save(s2 / "bands.npy", rng.integers(1, 9000, (t_s2, h, w, 10)).astype("<u2"))
@@ -42,7 +43,7 @@ def stacks(tmp: Path, t_s2: int = 3, t_a: int = 2, t_d: int = 0) -> tuple[Path, 
 
 
 def test_tiles_match_reference_layout(tmp_path: Path) -> None:
-    s2, a, d = stacks(tmp_path)
+    s2, a, _ = stacks(tmp_path)
     roi = roi_all()
     tiles = plan_tiles(roi, CHUNK, P)
     assert [t.name for t in tiles] == ["0_0_8_8", "8_0_13_8", "0_8_8_11", "8_8_13_11"]
@@ -50,7 +51,7 @@ def test_tiles_match_reference_layout(tmp_path: Path) -> None:
     sar = np.load(a / "sar_ascending.npy")
     for tile in tiles:
         out = tmp_path / "tiles" / tile.name
-        write_tile(roi, CHUNK, tile, P, s2, a, d, out)
+        write_tile(ChunkStacks(tmp_path, GRID), CHUNK, tile, P, roi.mask(GRID), out)
         shapes = validate_tile_dir(out)
         assert sorted(p.name for p in out.iterdir()) == sorted([f.name for f in TILE_FILES] + [ROI_FILE])
         assert shapes["bands.npy"] == (3, P, P, 10) and shapes["sar_descending.npy"] == (0, P, P, 2)
@@ -73,26 +74,26 @@ def test_tiles_match_reference_layout(tmp_path: Path) -> None:
 
 
 def test_tile_rejects_stack_of_other_grid(tmp_path: Path) -> None:
-    s2, a, d = stacks(tmp_path)
+    s2, _, _ = stacks(tmp_path)
     np.save(s2 / "masks.npy", np.zeros((3, 5, 5), "|u1"))
     tile = plan_tiles(roi_all(), CHUNK, P)[0]
     with pytest.raises(GridMismatchError):
-        write_tile(roi_all(), CHUNK, tile, P, s2, a, d, tmp_path / "t")
+        write_tile(ChunkStacks(tmp_path, GRID), CHUNK, tile, P, roi_all().mask(GRID), tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
 
 def test_tile_missing_stack(tmp_path: Path) -> None:
-    s2, a, d = stacks(tmp_path)
+    _, _, d = stacks(tmp_path)
     (d / "sar_descending.npy").unlink()
     tile = plan_tiles(roi_all(), CHUNK, P)[0]
     with pytest.raises(TileError, match="read step"):
-        write_tile(roi_all(), CHUNK, tile, P, s2, a, d, tmp_path / "t")
+        write_tile(ChunkStacks(tmp_path, GRID), CHUNK, tile, P, roi_all().mask(GRID), tmp_path / "t")
 
 
 def test_validate_rejects_extra_file(tmp_path: Path) -> None:
-    s2, a, d = stacks(tmp_path)
+    stacks(tmp_path)
     tile = plan_tiles(roi_all(), CHUNK, P)[0]
-    write_tile(roi_all(), CHUNK, tile, P, s2, a, d, tmp_path / "t")
+    write_tile(ChunkStacks(tmp_path, GRID), CHUNK, tile, P, roi_all().mask(GRID), tmp_path / "t")
     (tmp_path / "t" / "band_mean.npy").write_bytes(b"")
     with pytest.raises(TileError, match="exactly"):
         validate_tile_dir(tmp_path / "t")

@@ -17,7 +17,15 @@ import rasterio
 from tessera.grid import Grid
 from tessera.tileio import TileArrays
 
-__all__ = ["World", "make_world", "cut", "write_tile_dir", "with_extra_dates"]
+__all__ = [
+    "World",
+    "cut",
+    "make_world",
+    "with_extra_dates",
+    "write_chunk_stacks",
+    "write_roi_raster",
+    "write_tile_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -158,3 +166,35 @@ def write_tile_dir(path: Path, tile: TileArrays, grid: Grid, *, roi_value: int =
     ) as dst:
         dst.write((tile.roi > 0).astype(np.uint8) * roi_value, 1)
     return path
+
+
+def write_roi_raster(path: Path, world: World) -> Path:
+    """The world's ROI mask as a GeoTIFF on the world's grid."""
+    g = world.grid
+    profile = {"driver": "GTiff", "height": g.height, "width": g.width, "count": 1, "dtype": "uint8", "crs": g.crs}
+    with rasterio.open(path, "w", transform=g.transform, **profile) as dst:
+        dst.write(world.arrays.roi, 1)
+    return path
+
+
+def write_chunk_stacks(stack_dir: Path, world: World, chunk: Grid) -> Path:
+    """The read steps' stacks (``s2/``, ``s1-ascending/``, ``s1-descending/``) of one chunk of the world."""
+    col, row = chunk.offset_in(world.grid)
+    a = world.arrays
+
+    def win(arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(arr[:, row : row + chunk.height, col : col + chunk.width])
+
+    files = {
+        "s2": {"bands.npy": win(a.bands), "masks.npy": win(a.masks), "doys.npy": a.doys},
+        "s1-ascending": {"sar_ascending.npy": win(a.sar_ascending), "sar_ascending_doy.npy": a.sar_ascending_doy},
+        "s1-descending": {
+            "sar_descending.npy": win(a.sar_descending),
+            "sar_descending_doy.npy": a.sar_descending_doy,
+        },
+    }
+    for product, arrays in files.items():
+        (stack_dir / product).mkdir(parents=True, exist_ok=True)
+        for name, arr in arrays.items():
+            np.save(stack_dir / product / name, arr)
+    return stack_dir

@@ -21,17 +21,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import rasterio.features
 import rasterio.warp
 
-from tessera.grid import Grid, Roi, grid_covering
+from tessera.grid import Grid, grid_covering
 
-__all__ = ["Cell", "cell_of", "cells_touching", "tile_grid"]
+__all__ = ["Cell", "RoiMask", "cell_of", "cells_touching", "tile_grid"]
 
 #: Points per cell edge when a cell is reprojected: its edges are curves in a projected CRS.
 _DENSIFY = 21
+
+
+class RoiMask(Protocol):
+    """A ROI as the export needs it: its grid and its mask on any window of that grid.
+
+    `tessera.plan.StoredPlan` (the workflow's stored plan) and `tessera.grid.Roi` both are one.
+    """
+
+    @property
+    def grid(self) -> Grid:
+        """The ROI grid (the product grid)."""
+        ...
+
+    def mask(self, grid: Grid) -> np.ndarray:
+        """uint8 ROI mask of a window of `grid` (nonzero = inside)."""
+        ...
 
 
 @dataclass(frozen=True, order=True)
@@ -87,7 +104,7 @@ def tile_grid(cell: Cell, crs: str, resolution: float) -> Grid:
     return grid_covering(crs, bounds, resolution)
 
 
-def cells_touching(roi: Roi) -> list[Cell]:
+def cells_touching(roi: RoiMask) -> list[Cell]:
     """The tiles whose cell overlaps at least one ROI pixel, sorted by (lat, lon).
 
     A pixel counts when any part of it lies in the cell, so every point of every ROI pixel falls in
@@ -104,7 +121,7 @@ def cells_touching(roi: Roi) -> list[Cell]:
     return sorted(touched, key=lambda c: (c.lat_i, c.lon_i))
 
 
-def _overlaps(roi: Roi, cell: Cell) -> bool:
+def _overlaps(roi: RoiMask, cell: Cell) -> bool:
     grid = roi.grid
     shape = rasterio.warp.transform_geom("EPSG:4326", grid.crs, cell.polygon())
     xs, ys = zip(*shape["coordinates"][0], strict=True)

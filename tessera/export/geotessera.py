@@ -45,8 +45,8 @@ from rasterio.windows import Window
 import tessera
 from tessera.cog import INT8_NODATA
 from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
-from tessera.export.cells import Cell, cells_touching, tile_grid
-from tessera.grid import Grid, Roi
+from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
+from tessera.grid import Grid
 from tessera.io import atomic_path, save_npy_atomic, write_json_atomic
 from tessera.products import product_paths
 
@@ -100,7 +100,7 @@ class _Product:
         return "v2" if self.tags.get("TESSERA_MODEL_FAMILY", "").startswith("v2") else "v1"
 
 
-def _open_product(cog: Path, year: int, roi: Roi) -> _Product:
+def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
     with rasterio.open(cog) as src:
         int8 = src.dtypes[0] == "int8"
         tags = dict(src.tags())
@@ -165,7 +165,7 @@ def _clip(outer: Grid, g: Grid) -> Grid | None:
     return Grid(outer.crs, outer.resolution, col0, row0, col1 - col0, row1 - row0)
 
 
-def _tile_arrays(product: _Product, roi: Roi, tile: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tile_arrays(product: _Product, roi: RoiMask, tile: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(codes (D, H, W), scales (H, W), landmask (H, W))`` of a tile grid on the product's lattice."""
     codes = np.zeros((product.dims, *tile.shape), np.int8)
     scales = np.zeros(tile.shape, np.float32)
@@ -203,7 +203,7 @@ def _write_landmask(path: Path, tile: Grid, landmask: np.ndarray) -> None:
         dst.write(landmask, 1)
 
 
-def _write_tile(product: _Product, roi: Roi, cell: Cell, year: int, out: Path) -> dict[str, Any]:
+def _write_tile(product: _Product, roi: RoiMask, cell: Cell, year: int, out: Path) -> dict[str, Any]:
     """Write one tile's embedding, scales, SHA256 and landmask; return its registry record."""
     tile = tile_grid(cell, product.grid.crs, product.grid.resolution)
     codes, scales, landmask = _tile_arrays(product, roi, tile)
@@ -313,7 +313,7 @@ def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(path.resolve(), start.resolve())
 
 
-def export_geotessera(roi: Roi, cog: Path, year: int, out: Path) -> ExportSummary:
+def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSummary:
     """Write the 0.1-degree tiles that ``roi`` touches, from the year's stitched product, in geotessera's layout.
 
     Args:

@@ -42,7 +42,7 @@ from tessera.errors import CheckpointError, ConfigError
 from tessera.models import demo, v1, v1_1, v1_qat, v2
 from tessera.models.spec import InputSpec, LoadedModel
 
-__all__ = ["FAMILIES", "InputSpec", "LoadedModel", "detect_family", "load", "load_payload"]
+__all__ = ["FAMILIES", "InputSpec", "LoadedModel", "check", "detect_family", "load", "load_payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_payload(path: Path) -> Any:
+def load_payload(path: Path, *, mmap: bool = False) -> Any:
     """Read a checkpoint file on the CPU without executing any code from it.
+
+    Args:
+        path: The checkpoint file.
+        mmap: Map the tensors' storage instead of reading it (cheap when only keys and shapes are
+            needed); falls back to a full read for files in PyTorch's legacy format.
 
     Raises:
         CheckpointError: If the file is missing, unreadable, or needs arbitrary code to unpickle.
@@ -90,7 +95,7 @@ def load_payload(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {path} does not exist; check model.checkpoint in the config")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         refused = [line for line in lines if "Unsupported global" in line]
@@ -224,6 +229,49 @@ def _demo(device: torch.device) -> LoadedModel:
     return LoadedModel(module, demo.FAMILY, demo.input_spec(), checkpoint_sha256=None, random_weights=True)
 
 
+def _build(
+    checkpoint: str | Path, family: str, source: str, dimensions: int, *, mmap: bool
+) -> tuple[torch.nn.Module, InputSpec, str, Path]:
+    """The module (weights loaded), its input spec and family name, and the checkpoint's path."""
+    path = Path(checkpoint)
+    payload = load_payload(path, mmap=mmap)
+    # an explicit family is trusted: a wrong one then fails on the key check, which names the mismatch
+    detected = detect_family(payload, path) if family == "auto" else ("v2" if family.startswith("v2") else family)
+    if detected == v2.FAMILY:
+        module, spec, name = _build_v2(family, payload, path, dimensions)
+    else:
+        module, spec = _build_v1x(detected, payload, path, source, dimensions)
+        name = detected
+    return module, spec, name, path
+
+
+def _check_demo(checkpoint: str | Path | None, dimensions: int) -> None:
+    if checkpoint is not None:
+        raise ConfigError("model.family demo has seeded random weights and takes no checkpoint; remove one")
+    if dimensions != 128:
+        raise ConfigError(f"model.dimensions {dimensions} needs a v2 checkpoint; the demo model gives 128")
+
+
+def check(
+    checkpoint: str | Path | None, family: str = "auto", *, source: str = "planetary-computer", dimensions: int = 128
+) -> str:
+    """Check a checkpoint against the settings without reading its weights; returns the family name.
+
+    Cheap (the file is memory-mapped and only keys and shapes are compared), so the workflow runs
+    it when it parses, and a wrong checkpoint fails a dry run rather than the first inference job.
+
+    Raises:
+        CheckpointError: Missing, corrupt or unrecognised file, or one that does not fit the family.
+        ConfigError: Unknown family, or ``dimensions`` the model cannot give.
+    """
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    if checkpoint is None or family == "demo":
+        _check_demo(checkpoint, dimensions)
+        return demo.FAMILY
+    return _build(checkpoint, family, source, dimensions, mmap=True)[2]
+
+
 def load(
     checkpoint: str | Path | None,
     device: str | torch.device = "cpu",
@@ -252,20 +300,9 @@ def load(
         raise ConfigError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
     target = torch.device(device)
     if checkpoint is None or family == "demo":
-        if checkpoint is not None:
-            raise ConfigError("model.family demo has seeded random weights and takes no checkpoint; remove one")
-        if dimensions != 128:
-            raise ConfigError(f"model.dimensions {dimensions} needs a v2 checkpoint; the demo model gives 128")
+        _check_demo(checkpoint, dimensions)
         return _demo(target)
-    path = Path(checkpoint)
-    payload = load_payload(path)
-    # an explicit family is trusted: a wrong one then fails on the key check, which names the mismatch
-    detected = detect_family(payload, path) if family == "auto" else ("v2" if family.startswith("v2") else family)
-    if detected == v2.FAMILY:
-        module, spec, name = _build_v2(family, payload, path, dimensions)
-    else:
-        module, spec = _build_v1x(detected, payload, path, source, dimensions)
-        name = detected
+    module, spec, name, path = _build(checkpoint, family, source, dimensions, mmap=False)
     module = module.to(target).eval()
     sha = _sha256(path)
     logger.info("loaded %s model from %s (sha256 %s) on %s", name, path, sha[:12], target)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs once, inside the new conda environment, after Snakemake created it from tessera.yaml.
+# Installs tessera-pipeline itself from the checkout the workflow runs from: the Snakefile exports
+# TESSERA_PROJECT_ROOT when it parses (Snakemake runs this script from a copy, so the script's own
+# location says nothing about the checkout). Dependencies are already pinned in tessera.yaml.
+set -euo pipefail
+root=${TESSERA_PROJECT_ROOT:?the Snakefile sets TESSERA_PROJECT_ROOT; run this through snakemake --sdm conda}
+python -m pip install --no-deps --quiet "$root"

@@ -1,0 +1,126 @@
+"""What the Snakefile computes when it parses: the validated config, the plan, the checked checkpoint.
+
+Everything a user can get wrong in the config is found here, before any job runs: the schema,
+the ROI, the chunk size against the resolution, and the checkpoint (missing, unreadable, or not
+of ``model.family``). Parsing writes nothing: the plan is computed in memory, or read from its
+content-addressed store when an earlier run's ``plan`` rule wrote it (so a cluster job, which
+re-parses the workflow, reads a few kilobytes instead of re-planning the ROI).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tessera.config import Config, parse_config
+from tessera.errors import RoiError, TesseraError
+from tessera.grid import load_roi
+from tessera.plan import Plan, compute_plan, parts, plan_key
+from tessera.results import Results, part_name
+from tessera.stages import STAGE_VERSIONS, settings_json
+
+__all__ = ["Setup", "setup"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A parsed run: config, results layout, plan and model family."""
+
+    cfg: Config
+    """The validated config."""
+    results: Results
+    """The results layout."""
+    plan: Plan
+    """The plan (chunks and tiles)."""
+    family: str
+    """The model family the checkpoint was checked to be (``demo`` without a checkpoint)."""
+    plan_source: str
+    """``stored`` or ``computed``: where the plan came from."""
+
+    @property
+    def key(self) -> str:
+        """The plan's content address."""
+        return self.plan.key
+
+    def parts(self, chunk: str) -> list[str]:
+        """Names of a chunk's inference jobs."""
+        n = self.cfg.infer_tiles_per_job
+        return [part_name(i, n) for i in range(len(parts(self.plan.tiles[chunk], n)))]
+
+    def settings(self, stage: str) -> str:
+        """A stage's settings (its params) as JSON."""
+        return settings_json(self.cfg, stage)
+
+    @staticmethod
+    def version(stage: str) -> int:
+        """A stage's code version (a param)."""
+        return STAGE_VERSIONS[stage]
+
+    def summary(self) -> str:
+        """One line for the parse log."""
+        g = self.plan.grid
+        return (
+            f"tessera: ROI {self.cfg.roi} -> grid {g.crs} {g.width}x{g.height} px, {len(self.plan.chunks)} chunks, "
+            f"{self.plan.tile_count} tiles in {sum(len(self.parts(c.id)) for c in self.plan.chunks)} inference jobs, "
+            f"years {', '.join(map(str, self.cfg.years))}; model {self.family}; plan {self.key} ({self.plan_source})"
+        )
+
+
+def _stored_plan(results: Results, key: str, tile_size: int) -> Plan | None:
+    import json
+
+    chunks, tiles = Path(results.plan_chunks(key)), Path(results.plan_tiles(key, tile_size))
+    if not (chunks.is_file() and tiles.is_file()):
+        return None
+    try:
+        return Plan.from_documents(json.loads(chunks.read_text()), json.loads(tiles.read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("ignoring the unreadable stored plan %s (%s): planning again", chunks.parent, exc)
+        return None
+
+
+def setup(config: dict[str, Any]) -> Setup:
+    """Validate ``config``, plan the ROI (or read the stored plan) and check the checkpoint.
+
+    Raises:
+        TesseraError: any problem with the config, the ROI or the checkpoint (`ConfigError`,
+            `RoiError`, `CheckpointError`), with a message that says how to fix it.
+    """
+    from tessera import models
+
+    cfg = parse_config(config)
+    results = Results(cfg.results_dir)
+    if not Path(cfg.roi).exists():
+        load_roi(cfg.roi)  # raises the RoiError that says so
+    key = plan_key(cfg.roi, cfg.resolution, cfg.chunk_size_m)
+    plan = _stored_plan(results, key, cfg.tile_size)
+    source = "stored"
+    if plan is not None:
+        area_km2 = sum(plan.inside.values()) * cfg.resolution**2 / 1e6
+        if area_km2 > cfg.max_roi_area_km2:
+            raise RoiError(
+                f"ROI {cfg.roi} covers {area_km2:.1f} km2, more than max_roi_area_km2 = {cfg.max_roi_area_km2}; "
+                "raise max_roi_area_km2 in the config if you mean it, or use a smaller ROI"
+            )
+    else:
+        start = time.monotonic()
+        roi = load_roi(cfg.roi, cfg.resolution, cfg.max_roi_area_km2)
+        plan = compute_plan(roi, key, cfg.chunk_size_m, cfg.tile_size)
+        source = f"computed in {time.monotonic() - start:.1f} s"
+    family = models.check(cfg.model.checkpoint, cfg.model.family, source=cfg.s2.source, dimensions=cfg.model.dimensions)
+    return Setup(cfg, results, plan, family, source)
+
+
+def setup_or_exit(config: dict[str, Any]) -> Setup:
+    """`setup`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return setup(config)
+    except TesseraError as exc:
+        raise WorkflowError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None

@@ -1,0 +1,104 @@
+"""The plan: content-addressed, the same in memory and on disk, and read by window."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.warp
+import yaml
+from affine import Affine
+from rasterio.enums import Resampling
+
+from tessera.grid import Grid, load_roi, plan_chunks, plan_tiles
+from tessera.parsetime import setup
+from tessera.plan import StoredPlan, compute_plan, plan_key, plan_tiles_file, write_plan
+
+POLY = [[0.10, 52.20], [0.125, 52.20], [0.125, 52.213], [0.10, 52.213], [0.10, 52.20]]
+
+
+def _vector_roi(tmp: Path) -> Path:
+    path = tmp / "roi.geojson"
+    path.write_text(json.dumps({"type": "Polygon", "coordinates": [POLY]}))
+    return path
+
+
+def _raster_roi(tmp: Path) -> Path:
+    """A 30 m mask in EPSG:3857 (another CRS and resolution than the 10 m UTM output grid)."""
+    rng = np.random.default_rng(5)
+    data = (rng.random((60, 80)) < 0.7).astype(np.uint8)
+    data[:20, :30] = 0
+    path = tmp / "roi.tif"
+    profile = {"driver": "GTiff", "height": 60, "width": 80, "count": 1, "dtype": "uint8", "crs": "EPSG:3857"}
+    with rasterio.open(path, "w", transform=Affine(30, 0, 11_200, 0, -30, 6_836_000), **profile) as dst:
+        dst.write(data, 1)
+    return path
+
+
+def _full_read_mask(path: Path, grid: Grid) -> np.ndarray:
+    """The ROI mask of ``grid`` from a read of the whole raster (what the windowed read must equal)."""
+    out = np.zeros(grid.shape, np.uint8)
+    with rasterio.open(path) as src:
+        rasterio.warp.reproject(
+            (src.read(1) > 0).astype(np.uint8),
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            src_nodata=0,
+            dst_nodata=0,
+            resampling=Resampling.nearest,
+        )
+    return out
+
+
+def test_key_follows_content_and_settings_not_mtime(tmp_path: Path) -> None:
+    roi = _vector_roi(tmp_path)
+    key = plan_key(roi, 10, 1000)
+    os.utime(roi, (1, 1))
+    assert plan_key(roi, 10, 1000) == key
+    assert len({key, plan_key(roi, 20, 1000), plan_key(roi, 10, 2000)}) == 3
+    roi.write_text(roi.read_text().replace("52.213", "52.214"))
+    assert plan_key(roi, 10, 1000) != key
+
+
+def test_windowed_raster_mask_equals_a_full_read(tmp_path: Path) -> None:
+    roi = load_roi(_raster_roi(tmp_path), 10.0)
+    chunks = plan_chunks(roi, 500)
+    assert len(chunks) > 4
+    for chunk in chunks:
+        assert np.array_equal(roi.mask(chunk.grid), _full_read_mask(roi.path, chunk.grid))
+    assert roi.count_inside(block=37) == int(_full_read_mask(roi.path, roi.grid).sum())
+
+
+def test_stored_plan_matches_the_computed_one(tmp_path: Path) -> None:
+    for roi_path in (_vector_roi(tmp_path), _raster_roi(tmp_path)):
+        roi = load_roi(roi_path, 10.0)
+        plan = compute_plan(roi, "k", 500, 16)
+        out = tmp_path / roi_path.suffix.lstrip(".")
+        write_plan(roi, "k", 500, out)
+        plan_tiles_file(StoredPlan(out), 16, out / "tiles-16.json")
+        stored = StoredPlan(out, 16)
+        assert [c.id for c in stored.chunks] == [c.id for c in plan.chunks] == [c.id for c in plan_chunks(roi, 500)]
+        for chunk in plan.chunks:
+            assert stored.chunk(chunk.id) == chunk
+            assert np.array_equal(stored.mask(chunk.grid), roi.mask(chunk.grid))
+            assert stored.tiles(chunk.id) == list(plan.tiles[chunk.id]) == plan_tiles(roi, chunk, 16)
+        assert stored.doc_inside() == plan.inside
+
+
+def test_parse_writes_nothing_and_then_reads_the_stored_plan(tmp_path: Path) -> None:
+    cfg = {"roi": str(_vector_roi(tmp_path)), "years": [2022], "results_dir": str(tmp_path / "results")}
+    cfg |= {"chunk_size_m": 500, "tile_size": 16}
+    before = sorted(tmp_path.rglob("*"))
+    first = setup(yaml.safe_load(yaml.safe_dump(cfg)))
+    assert first.plan_source.startswith("computed") and sorted(tmp_path.rglob("*")) == before
+    out = Path(first.results.plan_dir(first.key))
+    write_plan(load_roi(cfg["roi"]), first.key, 500, out)
+    plan_tiles_file(StoredPlan(out), 16, Path(first.results.plan_tiles(first.key, 16)))
+    second = setup(cfg)
+    assert second.plan_source == "stored" and second.plan == first.plan
