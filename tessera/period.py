@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tessera.errors import PeriodError
 
-__all__ = ["CALENDAR_START", "Window", "parse_period", "window"]
+__all__ = ["CALENDAR_START", "Window", "parse_period", "parse_window", "window"]
 
 #: The default window start: the calendar year.
 CALENDAR_START = (1, 1)
@@ -109,3 +109,19 @@ def window(year: int, period: str | None = None) -> Window:
     start = dt.date(year, month, day)
     end = dt.date(year + 1, month, day) - dt.timedelta(days=1)
     return Window(year, start, end)
+
+
+def parse_window(label: str) -> Window:
+    """The `Window` of its `Window.label` (``"2022-10-01/2023-09-30"``).
+
+    Raises:
+        ValueError: ``label`` is not two ISO dates 12 months apart.
+    """
+    try:
+        start, end = (dt.date.fromisoformat(part) for part in label.split("/"))
+    except ValueError:
+        raise ValueError(f"{label!r} is not a window 'YYYY-MM-DD/YYYY-MM-DD'") from None
+    span = window(start.year, f"{start.month:02d}-{start.day:02d}")
+    if span.end != end:
+        raise ValueError(f"{label!r} is not a 12-month window: it would end on {span.end}")
+    return span

@@ -28,9 +28,9 @@ STAGE_VERSIONS: dict[str, int] = {
     "read_s2": 1,
     "read_s1": 1,
     "tiles": 1,
-    "infer": 1,
-    "stitch": 1,
-    "qa": 1,
+    "infer": 2,
+    "stitch": 2,
+    "qa": 2,
     "export_geotessera": 1,
 }
 """Code version of each stage's output. Bump in a release that changes the stage's output."""
@@ -52,12 +52,15 @@ def settings(cfg: Config, stage: str) -> dict[str, Any]:
     if stage == "plan":
         keys = ("roi", "resolution", "chunk_size_m", "max_roi_area_km2")
         return {k: getattr(cfg, k) for k in keys}
+    # the window: its dates are searched and read, and day-of-year counts from its first day; the
+    # calendar year (period unset) adds nothing, so runs made before `period` existed rerun nothing
+    window = {} if cfg.period is None else {"period": cfg.period}
     if stage in ("search-s2", "search-s1"):
         kind = stage.removeprefix("search-")
-        return {kind: _source(cfg.source(kind), _SEARCH_KEYS)}
+        return {kind: _source(cfg.source(kind), _SEARCH_KEYS), **window}
     if stage in ("read_s2", "read_s1"):
         kind = stage.removeprefix("read_")
-        return {kind: _source(cfg.source(kind))}
+        return {kind: _source(cfg.source(kind)), **window}
     if stage == "infer":
         model = {k: v for k, v in cfg.model.to_dict().items() if k not in ("batch_size", "device")}
         # the v1.1 normalisation table is chosen by the S2 provider
