@@ -16,6 +16,16 @@ outputs must be masked with the ROI downstream; here outside the ROI is always n
 ``model.nodata_policy: reference`` follows these rules; ``strict`` embeds only pixels with a valid
 observation in every modality the family needs (``random``: S2 and S1; bins: S2 or S1).
 
+The ``random`` fallback draws over all T dates of a modality, and here T is the dates of the pixel's
+chunk, where the reference's is the dates of its whole ROI (every reference tile carries the global
+T). A fallback pixel's embedding therefore depends on the chunk's date set: it can change with
+``chunk_size_m`` where neighbouring chunks see different dates (at a swath edge), and it equals the
+reference's only when both date sets are the same (one chunk; or, as in the demo world, chunks that
+all see every scene). That is inherent to the reference's rule, not a seam of ours: pixels with a
+valid observation in both modalities never use the fallback and stay bit-identical whatever the
+chunking. An orbit without any frame contributes one all-zero frame on day 180 to the S1 fallback,
+as the reference's v1.0-QAT dataset does (`tessera.sampling.with_empty_orbit_frames`).
+
 Every pixel gets one `PixelClass` under a policy, so QA can count them and two policies can be
 compared pixel by pixel. Nodata is encoded as the reference writes filtered pixels: an all-zero
 float32 vector, or int8 code 0 with scale 0 (reference-spec 0 and 4.1), for every family (where
@@ -32,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "EMBEDDED_CLASSES",
     "NODATA_POLICIES",
     "NodataPolicy",
     "PixelClass",
@@ -40,6 +51,7 @@ __all__ = [
     "embedded",
     "encode_nodata_float32",
     "encode_nodata_int8",
+    "is_embedded",
     "observations",
 ]
 
@@ -141,6 +153,21 @@ def classify(
     classes[emb & v2 & ~v1] = PixelClass.EMBEDDED_NO_VALID_S1
     classes[emb & ~v2 & ~v1] = PixelClass.EMBEDDED_NO_VALID_OBSERVATION
     return classes
+
+
+#: The classes of embedded pixels.
+EMBEDDED_CLASSES = (
+    PixelClass.EMBEDDED,
+    PixelClass.EMBEDDED_NO_VALID_S2,
+    PixelClass.EMBEDDED_NO_VALID_S1,
+    PixelClass.EMBEDDED_NO_VALID_OBSERVATION,
+)
+
+
+def is_embedded(classes: np.ndarray) -> np.ndarray:
+    """Bool mask of the pixels whose `PixelClass` is one of `EMBEDDED_CLASSES`."""
+    result: np.ndarray = np.isin(classes, np.array(EMBEDDED_CLASSES, dtype=np.uint8))
+    return result
 
 
 def class_counts(classes: np.ndarray) -> dict[str, int]:

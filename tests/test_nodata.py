@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
+from tessera.models.spec import LoadedModel
 from tessera.nodata import (
     PixelClass,
     class_counts,
@@ -15,6 +20,7 @@ from tessera.nodata import (
     encode_nodata_int8,
     observations,
 )
+from tessera.tileio import TileArrays
 
 OUT, E, S2F, S1F, BOTHF, N = (
     PixelClass.OUTSIDE_ROI,
@@ -96,17 +102,14 @@ def test_pixel_set_per_family_and_policy(sampling: str, policy: str) -> None:
     assert emb.tolist() == [c not in (OUT, N) for c in EXPECTED[sampling, policy]]
 
 
-def test_strict_is_todays_rule() -> None:
-    """``strict`` is exactly what `tessera.infer._valid_pixels` embeds today, for every sampler."""
-    from types import SimpleNamespace
-
-    from tessera.infer import _valid_pixels
-
+def test_strict_is_the_earlier_releases_rule() -> None:
+    """``strict`` is exactly what inference embedded before the policy existed, for every sampler."""
     bands, masks, asc, desc, roi = _tile()
     n2, n1, any2 = observations(bands, masks, asc, desc)
     for sampling in ("random", "bins-v1.1", "bins-v2"):
-        today = _valid_pixels(SimpleNamespace(sampling=sampling), roi, n2, n1)  # type: ignore[arg-type]
-        assert np.array_equal(today, embedded(sampling, "strict", roi, n2, n1, any2)), sampling
+        # the rule of tessera.infer before issue 9, written out
+        has_obs = (n2 > 0) & (n1 > 0) if sampling == "random" else (n2 > 0) | (n1 > 0)
+        assert np.array_equal((roi > 0) & has_obs, embedded(sampling, "strict", roi, n2, n1, any2)), sampling
 
 
 def test_class_counts_list_every_class() -> None:
@@ -152,3 +155,112 @@ def test_nodata_encodings_per_family(family: str) -> None:
     # dequantising gives the reference readers' 0 at nodata, never NaN
     assert not np.isnan(q2.astype(np.float32) * s2[..., None]).any()
     assert (s2[valid] > 0).all()  # scale 0 marks nodata only
+
+
+# --- the same crafted pixels through inference and the tile files -----------------------------------
+
+
+def _tile_arrays(asc_frames: int = 2, desc_frames: int = 2) -> TileArrays:
+    bands, masks, asc, desc, roi = _tile()
+    return TileArrays(
+        bands=bands,
+        masks=masks,
+        doys=np.array([20, 150, 300], "<u2"),
+        sar_ascending=np.ascontiguousarray(asc[:asc_frames]),
+        sar_ascending_doy=np.array([33, 210], "<i2")[:asc_frames],
+        sar_descending=np.ascontiguousarray(desc[:desc_frames]),
+        sar_descending_doy=np.array([40, 250], "<i2")[:desc_frames],
+        roi=roi,
+    )
+
+
+class _Pool(torch.nn.Module):
+    """A small stand-in model: mean-pooled per-modality projections, then a linear head."""
+
+    def __init__(self, output_dim: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.s2, self.s1, self.head = torch.nn.Linear(11, 8), torch.nn.Linear(3, 8), torch.nn.Linear(16, output_dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.rand(p.shape, generator=g) - 0.5)
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat((self.s2(s2).mean(1), self.s1(s1).mean(1)), -1))
+
+
+def _model(sampling: str) -> LoadedModel:
+    from tessera import models
+    from tessera.models import v1_1, v2
+
+    if sampling == "random":
+        return models.load(None)
+    spec = v1_1.input_spec("planetary-computer") if sampling == "bins-v1.1" else v2.input_spec(128)
+    family = "v1.1" if sampling == "bins-v1.1" else "v2-small"
+    return LoadedModel(_Pool(spec.output_dim).eval(), family, spec, checkpoint_sha256=None, random_weights=True)
+
+
+@pytest.mark.parametrize(("sampling", "policy"), sorted(EXPECTED))
+def test_inference_embeds_the_expected_pixel_set(sampling: str, policy: str) -> None:
+    from tessera.infer import infer_arrays
+
+    res = infer_arrays(_model(sampling), _tile_arrays(), origin=(100, -200), year=2022, nodata_policy=policy)
+    want = np.array([c not in (OUT, N) for c in EXPECTED[sampling, policy]])
+    assert res.valid[0].tolist() == want.tolist()
+    assert np.isfinite(res.embeddings[0, want]).all() and np.isnan(res.embeddings[0, ~want]).all()
+    assert res.pixel_classes == class_counts(np.array([EXPECTED[sampling, policy]], np.uint8))
+
+
+@pytest.mark.parametrize("sampling", ["random", "bins-v1.1", "bins-v2"])
+@pytest.mark.parametrize("frames", [(2, 2), (0, 2), (2, 0), (0, 0)])
+def test_pixels_with_data_keep_their_bytes_under_either_policy(sampling: str, frames: tuple[int, int]) -> None:
+    """A pixel strict embeds has the same bytes under reference, also when an orbit (or both) has no frame."""
+    from tessera.infer import infer_arrays
+
+    model, tile = _model(sampling), _tile_arrays(*frames)
+    ref = infer_arrays(model, tile, origin=(100, -200), year=2022, nodata_policy="reference")
+    strict = infer_arrays(model, tile, origin=(100, -200), year=2022, nodata_policy="strict")
+    both = strict.valid[0]
+    assert ref.valid[0][both].all()
+    assert ref.embeddings[0, both].tobytes() == strict.embeddings[0, both].tobytes()
+    if sampling == "random":
+        # every ROI pixel with an S2 value is embedded under reference, whatever S1 has (empty orbits included)
+        _, _, s2_any = observations(tile.bands, tile.masks, tile.sar_ascending, tile.sar_descending)
+        assert ref.valid[0].tolist() == ((tile.roi[0] > 0) & s2_any[0]).tolist()
+        assert np.isfinite(ref.embeddings[ref.valid]).all()
+
+
+def test_fallback_pixels_are_seeded_by_position_and_year() -> None:
+    from tessera.infer import infer_arrays
+
+    model, tile = _model("random"), _tile_arrays()
+    a = infer_arrays(model, tile, origin=(100, -200), year=2022).embeddings[0, 1:4]
+    again = infer_arrays(model, tile, origin=(100, -200), year=2022, batch_size=1, chunk_pixels=1).embeddings[0, 1:4]
+    moved = infer_arrays(model, tile, origin=(101, -200), year=2022).embeddings[0, 1:4]
+    other = infer_arrays(model, tile, origin=(100, -200), year=2021).embeddings[0, 1:4]
+    assert np.isfinite(a).all() and a.tobytes() == again.tobytes()
+    assert not np.array_equal(a, moved) and not np.array_equal(a, other)
+
+
+@pytest.mark.parametrize("sampling", ["random", "bins-v1.1", "bins-v2"])
+@pytest.mark.parametrize("output", ["int8", "float32"])
+def test_tile_files_encode_nodata_as_the_reference(tmp_path: Path, sampling: str, output: str) -> None:
+    from tessera.config import ModelConfig
+    from tessera.embedfiles import tile_files, write_tile_embeddings
+    from tessera.infer import infer_arrays
+
+    model = _model(sampling)
+    res = infer_arrays(model, _tile_arrays(), origin=(100, -200), year=2022)
+    mcfg = ModelConfig(None, "auto", output, 128, "fp32", "cpu", None, 1, "reference")
+    files = tile_files(tmp_path, "0_0_8_1", output == "int8")
+    write_tile_embeddings(files, res, model, mcfg, 2022, None)
+    data = np.load(files.data)
+    valid = res.valid
+    assert not np.isnan(data).any() if output == "float32" else data.dtype == np.int8
+    assert not data[~valid].any() and data[valid].any(axis=-1).all()
+    if files.scales is not None:
+        scales = np.load(files.scales)
+        assert not scales[~valid].any() and (scales[valid] > 0).all() and not np.isnan(scales).any()
+    side = json.loads(files.meta.read_text())
+    assert side["nodata_policy"] == "reference"
+    assert side["pixel_classes"] == class_counts(np.array([EXPECTED[sampling, "reference"]], np.uint8))
