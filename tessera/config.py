@@ -111,7 +111,10 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
         )
     _check_period(cfg, hi, today)
     if "offset_rule" in cfg["s1"]:
-        raise ConfigError("s1.offset_rule: the +1000 offset is a Sentinel-2 matter; move offset_rule to the s2 section")
+        raise ConfigError(
+            "s1.offset_rule: the +1000 offset is a Sentinel-2 matter; "
+            "remove it from the s1 section (set s2.offset_rule instead)"
+        )
     for key in ("s2", "s1"):
         src = cfg[key]
         if src["source"] == "stac" and not ("url" in src and "collection" in src):

@@ -180,6 +180,15 @@ def _stac_without_url(tmp: Path, base: str) -> Run:
     return config_case(tmp, ["s1.source is 'stac'", "s1.url"], s1={"source": "stac"})
 
 
+def _period_not_month_day(tmp: Path, base: str) -> Run:
+    return config_case(tmp, ["period '10/01' is not a month-day", "MM-DD", "'10-01'"], period="10/01")
+
+
+def _offset_rule_in_s1(tmp: Path, base: str) -> Run:
+    s1 = {"source": "planetary-computer", "offset_rule": "acquisition-date"}
+    return config_case(tmp, ["s1.offset_rule", "remove it from the s1 section"], s1=s1)
+
+
 def _config_not_yaml(tmp: Path, base: str) -> Run:
     config = tmp / "config.yaml"
     config.write_text("roi: [unclosed\nyears: 2022\n")
@@ -380,6 +389,8 @@ CASES = [
     Case("itemcollection-not-json", "DataSourceError", _items_not_json),
     Case("export-year-without-products", "ProductsMissingError", _export_without_products),
     Case("export-dir-holds-other-registry", "ExportConflictError", _export_other_registry),
+    Case("config-period-not-month-day", "PeriodError", _period_not_month_day),
+    Case("config-offset-rule-in-s1", "ConfigError", _offset_rule_in_s1),
 ]
 
 

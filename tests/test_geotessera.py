@@ -254,15 +254,14 @@ def test_export_directory_conflicts(tmp_path: Path) -> None:
 @pytest.mark.server
 @pytest.mark.slow
 def test_demo_run_export_round_trip(base_run: Path, tmp_path: Path, offline: list[str]) -> None:
-    """The real workflow's 2022 product of the e2e ROI (10 m, 4 tiles), exported by the CLI, read by geotessera."""
-    from tessera.cli import main
-    from tests.e2e import read_embeddings
+    """The real workflow's 2022 product of the e2e ROI, exported by `snakemake geotessera`, read by geotessera."""
+    from tests.e2e import copy_run, job_counts, read_embeddings, run_snakemake
 
-    out = tmp_path / "geotessera"
-    assert (
-        main(["export", "geotessera", "--config", str(base_run / "config.yaml"), "--year", "2022", "--out", str(out)])
-        == 0
-    )
+    run = copy_run(base_run, tmp_path / "run")
+    plan = run_snakemake(run / "config.yaml", "geotessera", "-n")
+    assert job_counts(plan.stdout) == {"export_geotessera": 1, "geotessera": 1}  # the products exist
+    run_snakemake(run / "config.yaml", "geotessera")
+    out = run / "results" / "2022" / "geotessera"
     codes, scales, _ = read_embeddings(base_run / "results")
     roi = load_roi(base_run / "roi.tif", 10.0)
     valid = np.isfinite(scales)

@@ -76,11 +76,29 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
         write_demo_config(config, servers.stac_url, years, workdir / "results")
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(root / "Snakefile")]
         cmd += ["--profile", str(root / "profiles" / "local"), "--configfile", str(config)]
-        cmd += ["--cores", str(cores), *extra]
+        cmd += ["--cores", str(cores), *demo_targets(), *extra]
         # Jobs call the `tessera` script of this interpreter's environment.
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         log.info("demo: %s", " ".join(cmd))
-        return subprocess.run(cmd, cwd=workdir, env=env, check=False).returncode
+        rc = subprocess.run(cmd, cwd=workdir, env=env, check=False).returncode
+    if rc == 0:
+        say_exports(workdir / "results", years)
+    return rc
+
+
+def demo_targets() -> list[str]:
+    """The Snakemake targets of the demo: the products (``all``) and the geotessera export of each year."""
+    return ["all", "geotessera"]
+
+
+def say_exports(results: Path, years: list[int]) -> None:
+    """Tell the user where the geotessera export of each demo year is, and how to open it."""
+    for year in years:
+        out = results / str(year) / "geotessera"
+        print(
+            f"demo: geotessera export of {year} in {out} "
+            f"(open it offline with geotessera.GeoTessera(embeddings_dir='{out}', registry_dir='{out}'))"
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
