@@ -16,6 +16,7 @@ include: "rules/read.smk"
 include: "rules/infer.smk"
 include: "rules/products.smk"
 include: "rules/export.smk"
+include: "rules/train.smk"
 
 
 onsuccess:

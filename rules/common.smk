@@ -1,16 +1,13 @@
 # Parse-time setup (tessera.parsetime): validate the config, plan the ROI or read the stored plan,
 # check the checkpoint. Every problem stops here, before any job runs; nothing is written.
 # Input functions only; no numeric code here.
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-import tessera
-
 from tessera.layout import ORBITS, PRODUCTS
-from tessera.parsetime import setup_or_exit
+from tessera.parsetime import export_project_root, setup_or_exit, train_settings_or_exit
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 if not config:
@@ -32,12 +29,8 @@ DEVICE = CFG.model.device
 BATCH_SIZE = CFG.model.batch_size or 0
 
 print(S.summary(), file=sys.stderr)
-# For envs/tessera.post-deploy.sh (conda deployment): where to install the package from. An
-# environment variable of this process, not a file: parsing writes nothing.
-_root = Path(workflow.current_basedir).parent  # rules/ -> the checkout, whichever Snakefile includes us
-os.environ["TESSERA_PROJECT_ROOT"] = (
-    str(_root) if (_root / "pyproject.toml").is_file() else f"tessera-pipeline=={tessera.__version__}"
-)
+# For envs/tessera.post-deploy.sh (conda deployment): where to install the package from.
+export_project_root(Path(workflow.current_basedir).parent)  # rules/ -> the checkout
 
 
 wildcard_constraints:
@@ -110,6 +103,11 @@ def all_targets():
     qa = [R.product(year, "_qa.md") for year in YEARS]
     products = [f for year in YEARS for f in product_files(year).values()]
     return products + qa + (tile_exports() if CFG.keep_tiles else [])
+
+
+def train_settings_file(basedir):
+    """The training settings file (config/train.yaml, or TESSERA_TRAIN_CONFIG), checked now; [] for the defaults."""
+    return train_settings_or_exit(basedir)
 
 
 def report_skipped_scenes():

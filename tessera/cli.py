@@ -282,12 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, exports).
+#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, exports,
+#: training, evaluation).
 _EXTRA_COMMANDS: list[str] = [
     "tessera.testing.world",
     "tessera.testing.servers",
     "tessera.testing.demo",
     "tessera.export.cli",
+    "tessera.train.cli",
+    "tessera.evaluate.cli",
 ]
 
 

@@ -7,18 +7,22 @@ Every error says what was wrong and how to fix it. The CLI (`tessera.cli`) catch
 from __future__ import annotations
 
 __all__ = [
+    "ArchitectureError",
     "CheckpointError",
     "ConfigError",
     "DataSourceError",
     "ExportConflictError",
     "GridMismatchError",
+    "LabelError",
     "NoScenesError",
+    "NoTilesError",
     "PeriodError",
     "ProductsMissingError",
     "RoiError",
     "ServerError",
     "TesseraError",
     "TileError",
+    "TrainingError",
     "TransportError",
     "UnsupportedProductError",
 ]
@@ -82,3 +86,19 @@ class ExportConflictError(TesseraError, FileExistsError):
 
 class UnsupportedProductError(TesseraError, ValueError):
     """A product cannot be exported in the requested format (e.g. geotessera reads 128-d embeddings only)."""
+
+
+class ArchitectureError(TesseraError, ValueError):
+    """An architecture name the package does not know (`tessera.models.arch.ARCHITECTURES`)."""
+
+
+class NoTilesError(TesseraError, FileNotFoundError):
+    """No reference-layout tile directory was found for the requested data (years, regions)."""
+
+
+class TrainingError(TesseraError, ValueError):
+    """Training cannot start or resume with these settings (bad value, no usable pixel, incompatible resume)."""
+
+
+class LabelError(TesseraError, ValueError):
+    """Evaluation labels cannot be used (unreadable, outside the tiles, fewer than two classes)."""

@@ -10,11 +10,13 @@ re-parses the workflow, reads a few kilobytes instead of re-planning the ROI).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tessera
 from tessera.config import Config, parse_config
 from tessera.errors import RoiError, TesseraError
 from tessera.grid import load_roi
@@ -22,7 +24,14 @@ from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
 from tessera.stages import STAGE_VERSIONS, settings_json
 
-__all__ = ["Setup", "setup"]
+__all__ = [
+    "Setup",
+    "export_project_root",
+    "setup",
+    "setup_or_exit",
+    "train_settings",
+    "train_settings_or_exit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +125,50 @@ def setup(config: dict[str, Any]) -> Setup:
     return Setup(cfg, results, plan, family, source)
 
 
+def export_project_root(root: Path) -> str:
+    """Tell ``envs/tessera.post-deploy.sh`` what to install: the checkout at ``root``, or this release.
+
+    Snakemake creates conda environments from copies of the env files, so the post-deploy script
+    learns the checkout from ``TESSERA_PROJECT_ROOT`` in the environment of this process (set here,
+    when the Snakefile parses; no file is written).
+    """
+    value = str(root) if (root / "pyproject.toml").is_file() else f"tessera-pipeline=={tessera.__version__}"
+    os.environ["TESSERA_PROJECT_ROOT"] = value
+    return value
+
+
+def train_settings(basedir: Path) -> list[str]:
+    """The ``train`` target's settings file, validated now (a bad one fails the parse); [] for the defaults.
+
+    ``TESSERA_TRAIN_CONFIG`` names the file; else ``config/train.yaml`` beside the Snakefile.
+    """
+    from tessera.train import load_train_config
+
+    path = Path(os.environ.get("TESSERA_TRAIN_CONFIG", str(basedir / "config" / "train.yaml")))
+    if not path.is_file():
+        return []
+    load_train_config(path)
+    return [str(path)]
+
+
 def setup_or_exit(config: dict[str, Any]) -> Setup:
     """`setup`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
-    from snakemake.exceptions import WorkflowError
-
     try:
         return setup(config)
     except TesseraError as exc:
-        raise WorkflowError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise _workflow_error(exc) from None
+
+
+def train_settings_or_exit(basedir: Path) -> list[str]:
+    """`train_settings`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
+    try:
+        return train_settings(basedir)
+    except TesseraError as exc:
+        raise _workflow_error(exc) from None
+
+
+def _workflow_error(exc: TesseraError) -> Exception:
+    from snakemake.exceptions import WorkflowError
+
+    error: Exception = WorkflowError(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    return error

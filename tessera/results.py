@@ -17,6 +17,7 @@ to find files inside the directories a job is given. Nothing else spells out a r
     <root>/<year>/tiles/<chunk>/<tile>/        reference-layout tile directories (an export)
     <root>/<year>/geotessera/                  the year's products in geotessera's layout (an export)
     <root>/<year>/products/tessera_<year>{.tif,_scales.tif,_counts.tif,.json,_quicklook.png,_qa.md,_qa_counts.png}
+    <root>/train/{encoder.pt,checkpoint.pt,train.json}  the `train` target
     <root>/logs/<rule>/...
 """
 
@@ -127,6 +128,10 @@ class Results:
     def product(self, year: int | str, suffix: str = ".tif") -> str:
         """A product file: ``tessera_<year><suffix>``."""
         return self._p(str(year), "products", f"tessera_{year}{suffix}")
+
+    def train(self, name: str) -> str:
+        """A file of the ``train`` target's output directory (``encoder.pt``, ``checkpoint.pt``, ``train.json``)."""
+        return self._p("train", name)
 
     def log(self, rule: str, *parts: str) -> str:
         """A job's log file."""

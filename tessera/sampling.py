@@ -103,7 +103,8 @@ def random_steps(valid: torch.Tensor, obs_keys: torch.Tensor, seeds: torch.Tenso
 
     Args:
         valid: ``(N, T)`` bool; every pixel must have at least one valid observation.
-        obs_keys: ``(T,)`` int64 key per observation in ``[0, 2**11)``, independent of the tile (DOY, orbit).
+        obs_keys: ``(T,)`` int64 key per observation in ``[0, 2**11)``, independent of the tile (DOY, orbit),
+            or ``(N, T)`` keys per pixel when the pixels come from tiles with different date sets (training).
         seeds: ``(N,)`` per-pixel seeds of this modality.
         steps: Sequence length.
 
@@ -119,7 +120,8 @@ def random_steps(valid: torch.Tensor, obs_keys: torch.Tensor, seeds: torch.Tenso
     idx = torch.gather(valid_order(valid), 1, rank)
     if t >= steps:
         # the DOY in the low bits makes keys unique, so ties never depend on the tile's layout
-        keys = (combine(seeds.unsqueeze(1), obs_keys.unsqueeze(0)) << _KEY_BITS) | obs_keys
+        per_pixel = obs_keys if obs_keys.dim() == 2 else obs_keys.unsqueeze(0)
+        keys = (combine(seeds.unsqueeze(1), per_pixel) << _KEY_BITS) | per_pixel
         keys = torch.where(valid, keys, _NOT_VALID)
         smallest = torch.topk(keys, steps, dim=1, largest=False).indices
         idx = torch.where(n_valid >= steps, smallest, idx)

@@ -56,30 +56,35 @@ class TileArrays:
         return int(self.roi.shape[0]), int(self.roi.shape[1])
 
 
-def _load_npy(path: Path, spec: TileFile, mmap: bool) -> np.ndarray:
+#: What to do about a broken file of a tile directory, or of a chunk's stacks.
+_TILE_FIX = "write the tile directory again (`snakemake tiles`, or the reference's retiler)"
+_STACK_FIX = "delete it and rerun the read step of this chunk"
+
+
+def _load_npy(path: Path, spec: TileFile, mmap: bool, fix: str = _TILE_FIX) -> np.ndarray:
     if not path.is_file():
-        raise TileError(f"tile file {path} is missing; re-run the tile step for this tile")
+        raise TileError(f"tile file {path} is missing; {fix}")
     try:
         arr: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise TileError(f"{path} is not a readable .npy file ({exc}); re-run the tile step for this tile") from exc
+        raise TileError(f"{path} is not a readable .npy file ({exc}); {fix}") from exc
     if arr.ndim != spec.ndim:
-        raise TileError(f"{path} has shape {arr.shape} ({arr.ndim}-D), expected {spec.ndim}-D; re-run the tile step")
+        raise TileError(f"{path} has shape {arr.shape} ({arr.ndim}-D), expected {spec.ndim}-D; {fix}")
     if spec.ndim == 1 and arr.dtype.kind in "iu":
         # the reference's doy arrays are small integers; accept its dtype and convert
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > _MAX_DOY):
-            raise TileError(f"{path} holds day-of-year values outside 0..{_MAX_DOY}; re-run the tile step")
+            raise TileError(f"{path} holds day-of-year values outside 0..{_MAX_DOY}; {fix}")
         return np.asarray(arr, dtype=spec.dtype)
     if arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("="):
-        raise TileError(f"{path} has dtype {arr.dtype}, expected {spec.dtype}; re-run the tile step")
+        raise TileError(f"{path} has dtype {arr.dtype}, expected {spec.dtype}; {fix}")
     if spec.channels is not None and arr.shape[-1] != spec.channels:
-        raise TileError(f"{path} has {arr.shape[-1]} channels, expected {spec.channels}; re-run the tile step")
+        raise TileError(f"{path} has {arr.shape[-1]} channels, expected {spec.channels}; {fix}")
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _tile_grid(path: Path) -> tuple[np.ndarray, Grid]:
     if not path.is_file():
-        raise TileError(f"{path} is missing; every tile needs its georeferenced ROI mask, re-run the tile step")
+        raise TileError(f"{path} is missing; every tile needs its georeferenced ROI mask; {_TILE_FIX}")
     try:
         with warnings.catch_warnings():
             # an ungeoreferenced roi.tiff is reported as a TileError just below
@@ -89,12 +94,12 @@ def _tile_grid(path: Path) -> tuple[np.ndarray, Grid]:
             mask = src.read(1)
             crs, transform, width, height = src.crs, src.transform, src.width, src.height
     except RasterioIOError as exc:
-        raise TileError(f"{path} is not a readable GeoTIFF ({exc}); re-run the tile step") from exc
+        raise TileError(f"{path} is not a readable GeoTIFF ({exc}); {_TILE_FIX}") from exc
     if crs is None or transform.is_identity:
-        raise TileError(f"{path} has no CRS or geotransform; re-run the tile step so roi.tiff is georeferenced")
+        raise TileError(f"{path} has no CRS or geotransform; {_TILE_FIX} so roi.tiff is georeferenced")
     epsg = crs.to_epsg()
     if epsg is None:
-        raise TileError(f"{path} has a CRS without an EPSG code ({crs.to_string()}); re-run the tile step")
+        raise TileError(f"{path} has a CRS without an EPSG code ({crs.to_string()}); {_TILE_FIX}")
     try:
         grid = Grid.from_transform(f"EPSG:{epsg}", transform, width, height)
     except ValueError as exc:
@@ -124,18 +129,16 @@ def read_tile(tile_dir: str | Path, *, mmap: bool = True) -> tuple[TileArrays, G
     """
     path = Path(tile_dir)
     if not path.is_dir():
-        raise TileError(f"tile directory {path} does not exist; run the tile step first")
+        raise TileError(f"tile directory {path} does not exist; write it first (`snakemake tiles`)")
     roi, grid = _tile_grid(path / ROI_FILE)
     arrays = {spec.name: _load_npy(path / spec.name, spec, mmap) for spec in TILE_FILES}
     for name, arr in arrays.items():
         if arr.ndim > 1 and arr.shape[1:3] != roi.shape:
-            raise TileError(
-                f"{path / name} covers {arr.shape[1:3]} pixels but roi.tiff is {roi.shape}; re-run the tile step"
-            )
+            raise TileError(f"{path / name} covers {arr.shape[1:3]} pixels but roi.tiff is {roi.shape}; {_TILE_FIX}")
     if arrays["masks.npy"].shape[0] != arrays["bands.npy"].shape[0]:
         raise TileError(
             f"{path}: masks.npy has T = {arrays['masks.npy'].shape[0]} but bands.npy has "
-            f"{arrays['bands.npy'].shape[0]}; re-run the tile step"
+            f"{arrays['bands.npy'].shape[0]}; {_TILE_FIX}"
         )
     for data, doy in (
         ("bands.npy", "doys.npy"),
@@ -144,8 +147,7 @@ def read_tile(tile_dir: str | Path, *, mmap: bool = True) -> tuple[TileArrays, G
     ):
         if arrays[data].shape[0] != arrays[doy].shape[0]:
             raise TileError(
-                f"{path}: {data} has T = {arrays[data].shape[0]} but {doy} has {arrays[doy].shape[0]}; "
-                "re-run the tile step"
+                f"{path}: {data} has T = {arrays[data].shape[0]} but {doy} has {arrays[doy].shape[0]}; {_TILE_FIX}"
             )
     tile = TileArrays(
         bands=arrays["bands.npy"],
@@ -191,7 +193,7 @@ class ChunkStacks:
             path = root / sources[spec.name] / spec.name
             if not path.is_file():
                 raise TileError(f"stacked array {path} is missing; run the read step of this chunk first")
-            arr = _load_npy(path, spec, mmap=True)
+            arr = _load_npy(path, spec, mmap=True, fix=_STACK_FIX)
             if arr.ndim > 1 and arr.shape[1:3] != grid.shape:
                 raise GridMismatchError(
                     f"{path} has H, W = {arr.shape[1:3]} but its chunk is {grid.shape}; it was read for "

@@ -75,10 +75,10 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def snakemake_cmd(config: Path, *args: str, cores: int | None = 2) -> list[str]:
+def snakemake_cmd(config: Path, *args: str, cores: int | None = 2, snakefile: Path = SNAKEFILE) -> list[str]:
     """The workflow's command line; ``cores=None`` for a cluster run (the profile sets jobs and resources)."""
     local = ["--cores", str(cores), "--resources", "gpu=1"] if cores is not None else []
-    workflow = ["--snakefile", str(SNAKEFILE), "--configfile", str(config)]
+    workflow = ["--snakefile", str(snakefile), "--configfile", str(config)]
     return [sys.executable, "-m", "snakemake", *workflow, *local, *args]
 
 
@@ -98,11 +98,16 @@ def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_snakemake(
-    config: Path, *args: str, extra_env: Mapping[str, str] | None = None, timeout: float = 900, check: bool = True
+    config: Path,
+    *args: str,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 900,
+    check: bool = True,
+    snakefile: Path = SNAKEFILE,
 ) -> subprocess.CompletedProcess[str]:
     """Run the workflow in the config's directory; raise with the output on failure when ``check``."""
     res = subprocess.run(
-        snakemake_cmd(config, *args),
+        snakemake_cmd(config, *args, snakefile=snakefile),
         cwd=config.parent,
         env=env(extra_env),
         capture_output=True,
@@ -139,7 +144,7 @@ def read_embeddings(results: Path, year: int = 2022) -> tuple[np.ndarray, np.nda
 
 
 def job_counts(dry_run_stdout: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table as {rule: count}; {} when there is nothing to do."""
+    """Snakemake's 'Job stats' table as {rule: count} (without the total); {} when there is nothing to do."""
     lines = dry_run_stdout.splitlines()
     if "Job stats:" not in lines:
         return {}
@@ -148,7 +153,8 @@ def job_counts(dry_run_stdout: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
-        counts[parts[0]] = int(parts[1])
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
     return counts
 
 

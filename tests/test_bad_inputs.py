@@ -32,11 +32,13 @@ from tessera.config import SourceConfig
 from tessera.errors import TesseraError
 from tessera.grid import Chunk, Grid, load_roi
 from tessera.models import demo
+from tessera.models.arch import architecture
 from tessera.plan import StoredPlan, write_plan
 from tessera.read import read_s2
 from tessera.search import run_search, write_item_collection
 from tessera.transport import RetryPolicy
 from tests.tilegen import cut, make_world, write_tile_dir
+from tests.traindata import WORLD, block_classes, tiny_config, write_label_raster, write_results
 
 #: A ~1.4 km x 1.1 km field near Cambridge (UTM 31N).
 POLY = [[0.10, 52.20], [0.12, 52.20], [0.12, 52.21], [0.10, 52.21], [0.10, 52.20]]
@@ -339,6 +341,53 @@ def _items_not_json(tmp: Path, base: str) -> Run:
     )
 
 
+def train_run(tmp: Path, says: list[str], years: str = "2022", *extra: str) -> Run:
+    """``tessera train`` on small seeded tiles with tiny settings: no checkpoint may be written."""
+    results = write_results(tmp / "results")
+    settings = tmp / "train.yaml"
+    settings.write_text(yaml.safe_dump({k: v for k, v in tiny_config().to_dict().items() if k != "arch"}))
+    out = tmp / "train"
+    argv = ["train", "--data", str(results), "--years", years, "--out-dir", str(out), "--train-config", str(settings)]
+    return Run(says, [out / "encoder.pt", out / "checkpoint.pt"], argv=[*argv, *extra])
+
+
+def _train_no_tiles_for_year(tmp: Path, base: str) -> Run:
+    return train_run(tmp, ["no tiles for year 2021", "2021"], "2021")
+
+
+def _train_unknown_architecture(tmp: Path, base: str) -> Run:
+    return train_run(tmp, ["unknown architecture 'v3'", "v2-large"], "2022", "--arch", "v3")
+
+
+def _train_resume_other_architecture(tmp: Path, base: str) -> Run:
+    other = tmp / "other.pt"
+    arch = architecture("v2-nano").to_dict()
+    torch.save({"model_state_dict": {}, "arch": arch, "optimizer_state_dict": {}, "step": 3}, other)
+    return train_run(tmp, [str(other), "architecture v2-nano", "not demo"], "2022", "--resume", str(other))
+
+
+def evaluate_run(tmp: Path, classes: np.ndarray, transform: Affine, says: list[str]) -> Run:
+    """``tessera evaluate`` of a random demo checkpoint: no report file may be written."""
+    results = write_results(tmp / "results")
+    checkpoint = tmp / "demo.pt"
+    arch = architecture("demo")
+    torch.save(arch.encoder_payload(arch.build(seed=0).state_dict()), checkpoint)
+    labels = write_label_raster(tmp / "labels.tif", classes, transform)
+    prefix = tmp / "probe"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--labels", str(labels), "--data", str(results)]
+    outputs = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", "_confusion.png", "_predictions.csv")]
+    return Run([str(labels), *says], outputs, argv=[*argv, "--year", "2022", "--out", str(prefix)])
+
+
+def _evaluate_labels_outside_roi(tmp: Path, base: str) -> Run:
+    far = WORLD.transform @ Affine.translation(5000, 0)
+    return evaluate_run(tmp, block_classes(), far, ["do not overlap the ROI of any of the 4 tiles"])
+
+
+def _evaluate_single_class(tmp: Path, base: str) -> Run:
+    return evaluate_run(tmp, np.full((48, 48), 2), WORLD.transform, ["single class (2)", "two or more classes"])
+
+
 def _export_without_products(tmp: Path, _: str) -> Run:
     """``tessera export geotessera`` for a year whose products were never made."""
     out = tmp / "results" / "2022" / "geotessera"
@@ -387,6 +436,11 @@ CASES = [
     Case("stac-url-not-a-stac-api", "DataSourceError", _search_not_stac),
     Case("scene-read-persistent-503", "TransportError", _scene_503),
     Case("itemcollection-not-json", "DataSourceError", _items_not_json),
+    Case("train-no-tiles-for-year", "NoTilesError", _train_no_tiles_for_year),
+    Case("train-unknown-architecture", "ArchitectureError", _train_unknown_architecture),
+    Case("train-resume-other-architecture", "TrainingError", _train_resume_other_architecture),
+    Case("evaluate-labels-outside-roi", "LabelError", _evaluate_labels_outside_roi),
+    Case("evaluate-single-class", "LabelError", _evaluate_single_class),
     Case("export-year-without-products", "ProductsMissingError", _export_without_products),
     Case("export-dir-holds-other-registry", "ExportConflictError", _export_other_registry),
     Case("config-period-not-month-day", "PeriodError", _period_not_month_day),

@@ -99,3 +99,24 @@ def test_s1_items_have_both_orbits_on_different_days(demo_data_dir: Path) -> Non
     db = 10 * np.log10(valid)
     assert -25 < float(np.median(db)) < 0  # plausible land gamma0
     assert float(np.std(valid / np.median(valid))) > 0.2  # speckle
+
+
+def test_labels_and_the_timing_classes(demo_data_dir: Path) -> None:
+    from tessera.testing import world
+
+    with rasterio.open(demo_data_dir / world.LABELS_FILE) as src:
+        labels = src.read(1)
+        assert src.nodata == 0 and src.crs is not None
+    assert set(np.unique(labels)) == set(range(1, len(world.CLASS_NAMES) + 1))
+    meta = json.loads((demo_data_dir / "labels.json").read_text())
+    assert meta["classes"]["2"] == "winter crop" and meta["groups"]["timing"] == [2, 3]
+    # the two crops: same annual median over the S2 dates (every 10 days from 4 January), different timing
+    doys = np.arange(4, 366, 10)
+    series = {}
+    for cls in (world._WINTER_CROP, world._SPRING_CROP):
+        off, peak = (np.asarray(v, float) for v in world._REFLECTANCE[cls])
+        w = np.array([world._season_weight(int(d), cls) for d in doys])[:, None]
+        series[cls] = (1 - w) * off + w * peak
+    a, b = series[world._WINTER_CROP], series[world._SPRING_CROP]
+    assert np.abs(np.median(a, 0) - np.median(b, 0)).max() < 5  # DN
+    assert np.abs(a - b).max() > 1000

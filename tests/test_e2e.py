@@ -263,13 +263,17 @@ def test_machine_settings_rerun_nothing(base_run: Path, demo_servers_session: De
 def test_a_stage_version_bump_reruns_that_stage_and_its_descendants(
     base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
 ) -> None:
-    # a release that changes the S1 read: a copy of the package with read_s1's version bumped
-    package = shutil.copytree(ROOT / "tessera", tmp_path / "tessera", ignore=shutil.ignore_patterns("__pycache__"))
-    stages = package / "stages.py"
+    # a release that changes the S1 read: a copy of the workflow and package with read_s1's version bumped
+    # (Snakemake puts the Snakefile's directory first on sys.path, so the copy's package is the one parsed)
+    release = tmp_path / "release"
+    for name in ("rules", "tessera", "envs", "config"):
+        shutil.copytree(ROOT / name, release / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "Snakefile", release / "Snakefile")
+    stages = release / "tessera" / "stages.py"
     stages.write_text(stages.read_text().replace('"read_s1": 1,', '"read_s1": 2,'))
     cfg = write_config(base_run, demo_servers_session, name="config-same.yaml", keep_tiles=True)
     try:
-        res = run_snakemake(cfg, "-n", extra_env={"PYTHONPATH": str(tmp_path)})
+        res = run_snakemake(cfg, "-n", snakefile=release / "Snakefile")
     finally:
         cfg.unlink()
     counts = job_counts(res.stdout)

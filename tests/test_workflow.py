@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio.warp
+import torch
 import yaml
+
+from tessera.models import v2
+from tests.e2e import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -33,23 +40,11 @@ def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    """Parse Snakemake's 'Job stats' table."""
-    counts: dict[str, int] = {}
-    lines = stdout.splitlines()
-    start = lines.index("Job stats:") + 3
-    for line in lines[start:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def test_lint_is_clean(tmp_path: Path) -> None:
+def test_lint_is_clean_and_writes_nothing(tmp_path: Path) -> None:
     res = snakemake("--lint", "--configfile", str(run_config(tmp_path)), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_dry_run_plans_every_stage(tmp_path: Path) -> None:
@@ -62,7 +57,7 @@ def test_dry_run_plans_every_stage(tmp_path: Path) -> None:
     assert counts["read_s1"] == 2 * chunks
     assert counts["infer"] == chunks and "tile" not in counts and "export_tiles" not in counts
     assert counts["stitch"] == 1
-    assert not (tmp_path / "results" / "2022").exists()
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing, not even the plan
 
 
 def test_two_years_double_the_jobs(tmp_path: Path) -> None:
@@ -87,4 +82,65 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, overrides: dict[str, ob
     res = snakemake("-n", "--configfile", str(run_config(tmp_path, **overrides)), cwd=tmp_path)
     assert res.returncode != 0
     assert message in res.stdout + res.stderr
-    assert not (tmp_path / "results" / "2022").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def _checkpoint(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "tessera.pt"
+    if kind == "corrupt":
+        path.write_bytes(b"not a checkpoint" * 64)
+    elif kind == "other-family":
+        # a v2 student (args + model) where the config says v1.1
+        args = v2.StudentArgs(latent_dim=8, num_layers=1, nhead=2, dim_feedforward=16)
+        torch.save({"args": args.to_dict(), "model": v2.build(args).state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "family", "error", "message"),
+    [
+        ("missing", "auto", "CheckpointError", "does not exist"),
+        ("corrupt", "auto", "CheckpointError", "corrupt or not a PyTorch file"),
+        ("other-family", "v1.1", "CheckpointError", "is a v2 student checkpoint"),
+    ],
+)
+def test_a_bad_checkpoint_fails_the_dry_run(tmp_path: Path, kind: str, family: str, error: str, message: str) -> None:
+    model = {"checkpoint": str(_checkpoint(tmp_path, kind)), "family": family}
+    res = snakemake("-n", "--configfile", str(run_config(tmp_path, model=model)), cwd=tmp_path)
+    assert res.returncode != 0
+    assert f"{error}: checkpoint {tmp_path / 'tessera.pt'}" in res.stdout + res.stderr
+    assert message in res.stdout + res.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def _local_rules() -> set[str]:
+    """Rules declared ``localrules`` in rules/*.smk, and the target rules (they run where Snakemake runs)."""
+    names = set()
+    for smk in (ROOT / "rules").glob("*.smk"):
+        block = re.search(r"^localrules:\n((?:    \w+,\n)+)", smk.read_text(), re.MULTILINE)
+        if block:
+            names |= set(re.findall(r"(\w+),", block.group(1)))
+    return names | {"all", "tiles", "geotessera"}
+
+
+@pytest.mark.slow
+def test_50000_km2_plans_fewer_than_1200_cluster_submissions(tmp_path: Path) -> None:
+    """The default ROI size limit, the default Slurm profile: a dry run counts the jobs and group jobs it submits."""
+    radius = (50_000e6 / np.pi) ** 0.5 * 0.99
+    angles = np.linspace(0, 2 * np.pi, 360, endpoint=False)
+    xs, ys = 500_000 + radius * np.cos(angles), 5_600_000 + radius * np.sin(angles)
+    lon, lat = rasterio.warp.transform("EPSG:32630", "EPSG:4326", xs.tolist(), ys.tolist())
+    ring = [*zip(lon, lat, strict=True), (lon[0], lat[0])]
+    roi = tmp_path / "region.geojson"
+    roi.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"roi": str(roi), "years": [2022], "results_dir": str(tmp_path / "results")}))
+    res = snakemake("-n", "--profile", str(ROOT / "profiles" / "slurm"), "--configfile", str(cfg), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["read_s2"] > 100  # about 150 chunks of 20 km
+    group_jobs = len(re.findall(r"^group job ", res.stdout, re.MULTILINE))
+    submissions = sum(n for rule, n in counts.items() if rule not in _local_rules()) + group_jobs
+    assert submissions <= 1200, (submissions, counts)
+    assert counts["infer"] == counts["read_s2"]  # one inference job per chunk: the model loads once per chunk
+    assert not (tmp_path / "results").exists()

@@ -16,6 +16,9 @@ Families (reference-spec sections 3-5):
   (Matryoshka prefix of the 128-d, LayerNorm-ed embedding).
 * ``demo``: ``checkpoint=None``; a tiny v1.0-style model with seeded random weights.
 
+Checkpoints written by `tessera.train` have the same layouts plus an ``arch`` entry
+(`tessera.models.arch`), so they may have any size: a trained demo-sized model loads as ``v1.0``.
+
 Loading is stricter than the reference: after the documented clean-up (``_orig_mod.`` removed,
 training-only ``projector.*`` / ``segmented_matryoshka_projector.*`` keys dropped) every key and
 shape must match, for v1.1 too (the reference loads v1.1 with ``strict=False``). Any problem
@@ -40,6 +43,7 @@ import torch
 
 from tessera.errors import CheckpointError, ConfigError
 from tessera.models import demo, v1, v1_1, v1_qat, v2
+from tessera.models.arch import Architecture, default_for_family
 from tessera.models.spec import InputSpec, LoadedModel
 
 __all__ = ["FAMILIES", "InputSpec", "LoadedModel", "check", "detect_family", "load", "load_payload"]
@@ -186,22 +190,36 @@ def _load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], famil
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
 
 
+def _payload_arch(payload: Any, family: str) -> Architecture:
+    """The sizes a `tessera.train` checkpoint records under ``arch``, else the family's released sizes."""
+    saved = payload.get("arch") if isinstance(payload, Mapping) else None
+    if isinstance(saved, Mapping):
+        arch = Architecture.from_dict(saved)
+        # a wrong explicit family is left to the key check, which names the mismatch
+        if arch.family == family:
+            return arch
+    return default_for_family(family)
+
+
 def _build_v1x(
     family: str, payload: Any, path: Path, source: str, dimensions: int
-) -> tuple[torch.nn.Module, InputSpec]:
+) -> tuple[torch.nn.Module, InputSpec, Architecture]:
     if dimensions != 128:
         raise ConfigError(f"model.dimensions {dimensions} needs a v2 checkpoint; {family} always gives 128 dimensions")
     modules = {v1.FAMILY: v1, v1_qat.FAMILY: v1_qat, v1_1.FAMILY: v1_1}
     family_module = modules[family]
     state = {k: v for k, v in _extract_state(payload, path).items() if not k.startswith(family_module.IGNORED_PREFIXES)}
+    arch = _payload_arch(payload, family)
     with torch.device("meta"):
-        model = family_module.build()
+        model = arch.build()
     _load_state(model, state, family, path)
     spec = v1_1.input_spec(source) if family == v1_1.FAMILY else family_module.input_spec()
-    return model, spec
+    return model, spec, arch
 
 
-def _build_v2(family: str, payload: Any, path: Path, dimensions: int) -> tuple[torch.nn.Module, InputSpec, str]:
+def _build_v2(
+    family: str, payload: Any, path: Path, dimensions: int
+) -> tuple[torch.nn.Module, InputSpec, str, Architecture]:
     if not (isinstance(payload, Mapping) and "args" in payload and isinstance(payload.get("model"), Mapping)):
         raise CheckpointError(f"checkpoint {path} is not a v2 student: expected a dict with 'args' and 'model'")
     args = v2.StudentArgs.from_checkpoint(payload["args"])
@@ -217,7 +235,7 @@ def _build_v2(family: str, payload: Any, path: Path, dimensions: int) -> tuple[t
     _load_state(model, state, name, path)
     if family not in ("auto", "v2", name):
         raise CheckpointError(f"checkpoint {path} is a {name} student, not {family}; set model.family to {name}")
-    return model, v2.input_spec(dimensions), name
+    return model, v2.input_spec(dimensions), name, default_for_family(v2.FAMILY, args)
 
 
 def _demo(device: torch.device) -> LoadedModel:
@@ -226,23 +244,31 @@ def _demo(device: torch.device) -> LoadedModel:
         "(set model.checkpoint to a TESSERA checkpoint for real embeddings)"
     )
     module = demo.build().to(device).eval()
-    return LoadedModel(module, demo.FAMILY, demo.input_spec(), checkpoint_sha256=None, random_weights=True)
+    arch = default_for_family(demo.FAMILY).to_dict()
+    return LoadedModel(
+        module, demo.FAMILY, demo.input_spec(), checkpoint_sha256=None, random_weights=True, architecture=arch
+    )
 
 
 def _build(
     checkpoint: str | Path, family: str, source: str, dimensions: int, *, mmap: bool
-) -> tuple[torch.nn.Module, InputSpec, str, Path]:
-    """The module (weights loaded), its input spec and family name, and the checkpoint's path."""
+) -> tuple[torch.nn.Module, InputSpec, str, Path, Architecture]:
+    """The module (weights loaded), its input spec, family name, the checkpoint's path and architecture."""
     path = Path(checkpoint)
     payload = load_payload(path, mmap=mmap)
     # an explicit family is trusted: a wrong one then fails on the key check, which names the mismatch
     detected = detect_family(payload, path) if family == "auto" else ("v2" if family.startswith("v2") else family)
+    if detected != v2.FAMILY and isinstance(payload, Mapping) and "args" in payload and "model" in payload:
+        raise CheckpointError(
+            f"checkpoint {path} is a v2 student checkpoint ('args' + 'model'), not {family}; "
+            "set model.family to auto (or to its v2 size) or use a checkpoint of that family"
+        )
     if detected == v2.FAMILY:
-        module, spec, name = _build_v2(family, payload, path, dimensions)
+        module, spec, name, arch = _build_v2(family, payload, path, dimensions)
     else:
-        module, spec = _build_v1x(detected, payload, path, source, dimensions)
+        module, spec, arch = _build_v1x(detected, payload, path, source, dimensions)
         name = detected
-    return module, spec, name, path
+    return module, spec, name, path, arch
 
 
 def _check_demo(checkpoint: str | Path | None, dimensions: int) -> None:
@@ -302,8 +328,8 @@ def load(
     if checkpoint is None or family == "demo":
         _check_demo(checkpoint, dimensions)
         return _demo(target)
-    module, spec, name, path = _build(checkpoint, family, source, dimensions, mmap=False)
+    module, spec, name, path, arch = _build(checkpoint, family, source, dimensions, mmap=False)
     module = module.to(target).eval()
     sha = _sha256(path)
     logger.info("loaded %s model from %s (sha256 %s) on %s", name, path, sha[:12], target)
-    return LoadedModel(module, name, spec, checkpoint_sha256=sha)
+    return LoadedModel(module, name, spec, checkpoint_sha256=sha, architecture=arch.to_dict())

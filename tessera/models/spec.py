@@ -8,7 +8,7 @@ touches the inference loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -66,3 +66,5 @@ class LoadedModel:
     """sha256 of the checkpoint file; None for the seeded random demo model."""
     random_weights: bool = False
     """True for the demo model with seeded random weights: its embeddings carry no meaning."""
+    architecture: dict[str, Any] | None = None
+    """Its sizes (`tessera.models.arch.Architecture.to_dict`), e.g. to build the same model with random weights."""

@@ -22,13 +22,18 @@ OUTPUT_DIM = 192
 SAVE_DIM = 128
 
 
-def build() -> TwoStreamModel:
-    """Build the v1.1 inference model; ``forward`` returns ``(B, 192)``."""
+def build(
+    *, d_model: int = D_MODEL, nhead: int = 4, num_layers: int = 4, dim_feedforward: int = 2048
+) -> TwoStreamModel:
+    """Build the v1.1 inference model; ``forward`` returns ``(B, 192)``.
+
+    The defaults are the released sizes; others serve checkpoints trained by `tessera.train`.
+    """
 
     def backbone(band_num: int) -> PixelEncoder:
-        return PixelEncoder(band_num, D_MODEL, 4, 4, 2048, CellGruAttentionPool(D_MODEL))
+        return PixelEncoder(band_num, d_model, nhead, num_layers, dim_feedforward, CellGruAttentionPool(d_model))
 
-    return TwoStreamModel(backbone(10), backbone(2), mlp_reducer(2 * D_MODEL, OUTPUT_DIM, final_norm=False))
+    return TwoStreamModel(backbone(10), backbone(2), mlp_reducer(2 * d_model, OUTPUT_DIM, final_norm=False))
 
 
 def input_spec(source: str) -> InputSpec:

@@ -21,13 +21,18 @@ IGNORED_PREFIXES = ("projector.",)
 D_MODEL = 512
 
 
-def build() -> TwoStreamModel:
-    """Build the v1.0-QAT inference model (d_model 512, 4 heads, 4 layers, FF 4096, Linear(1024, 128))."""
+def build(
+    *, d_model: int = D_MODEL, nhead: int = 4, num_layers: int = 4, dim_feedforward: int = 4096
+) -> TwoStreamModel:
+    """Build the v1.0-QAT inference model (defaults: d_model 512, 4 heads, 4 layers, FF 4096, Linear(1024, 128)).
+
+    Other sizes serve checkpoints trained by `tessera.train` (their ``arch`` entry names them).
+    """
 
     def backbone(band_num: int) -> PixelEncoder:
-        return PixelEncoder(band_num, D_MODEL, 4, 4, 4096, CellGruAttentionPool(D_MODEL))
+        return PixelEncoder(band_num, d_model, nhead, num_layers, dim_feedforward, CellGruAttentionPool(d_model))
 
-    return TwoStreamModel(backbone(10), backbone(2), nn.Sequential(nn.Linear(2 * D_MODEL, 128)))
+    return TwoStreamModel(backbone(10), backbone(2), nn.Sequential(nn.Linear(2 * d_model, 128)))
 
 
 def input_spec() -> InputSpec:

@@ -1,0 +1,33 @@
+# Self-supervised training on the run's own tiles (`tessera train`, Barlow Twins). Not part of `all`:
+#
+#   snakemake --profile profiles/local --configfile my-run.yaml train
+#
+# Needs the tiles kept (keep_tiles: true). Settings: config/train.yaml beside the Snakefile, or the file
+# named by TESSERA_TRAIN_CONFIG; built-in defaults if neither exists. A killed or failed job resumes
+# from {results_dir}/train/checkpoint.pt when rerun. Then set model.checkpoint to
+# {results_dir}/train/encoder.pt and run the workflow again to embed with the trained model.
+TRAIN_SETTINGS = train_settings_file(Path(workflow.basedir))
+
+
+rule train:
+    input:
+        # every chunk's tile directories of every year: training reads them all
+        tiles=tile_exports(),
+        settings=TRAIN_SETTINGS,
+    output:
+        encoder=R.train("encoder.pt"),
+    log:
+        R.log("train", "train"),
+    params:
+        data=lambda wc, output: Path(output.encoder).parent.parent,
+        years=" ".join(YEARS),
+        settings=lambda wc, input: f"--train-config {input.settings}" if input.settings else "",
+        out_dir=lambda wc, output: Path(output.encoder).parent,
+    threads: workflow.cores
+    resources:
+        gpu=INFER_GPUS,
+    conda:
+        "../envs/tessera.yaml"
+    shell:
+        "TESSERA_THREADS={threads} tessera train --data {params.data} --years {params.years} {params.settings}"
+        " --out-dir {params.out_dir} &> {log}"

@@ -1,0 +1,121 @@
+"""The probe report: ``<prefix>.json`` (every number), ``<prefix>.md`` (tables), ``<prefix>_confusion.png``
+(one confusion matrix per feature set and probe) and ``<prefix>_predictions.csv`` (every test pixel's
+true class and each probe's prediction, from which every score in the report can be recomputed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+from tessera.io import atomic_path, write_json_atomic
+
+__all__ = ["confusion_png", "write_report"]
+
+_CELL, _GAP = 12, 6
+_LOW, _HIGH = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])  # white -> dark blue
+
+
+def confusion_png(path: Path, matrices: Sequence[Sequence[np.ndarray]]) -> None:
+    """A grid of row-normalised confusion matrices (rows of the grid = feature sets, columns = probes).
+
+    Cell colour goes from white (0 % of the true class) to dark blue (100 %); the diagonal is the recall.
+    """
+    n = matrices[0][0].shape[0]
+    side = n * _CELL
+    rows, cols = len(matrices), len(matrices[0])
+    image = np.full((rows * (side + _GAP) + _GAP, cols * (side + _GAP) + _GAP, 3), 200, np.uint8)
+    for i, row in enumerate(matrices):
+        for j, counts in enumerate(row):
+            total = counts.sum(axis=1, keepdims=True)
+            frac = np.divide(counts, total, out=np.zeros(counts.shape), where=total > 0)
+            rgb = _LOW + frac[..., None] * (_HIGH - _LOW)
+            cells = np.repeat(np.repeat(rgb, _CELL, axis=0), _CELL, axis=1).astype(np.uint8)
+            y, x = _GAP + i * (side + _GAP), _GAP + j * (side + _GAP)
+            image[y : y + side, x : x + side] = cells
+    profile = {"driver": "PNG", "height": image.shape[0], "width": image.shape[1], "count": 3, "dtype": "uint8"}
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            # a PNG has no georeferencing and needs none
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(np.moveaxis(image, -1, 0))
+        for aux in tmp.parent.glob(f"{tmp.name}.aux.xml"):
+            aux.unlink()
+
+
+def _predictions_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+def _markdown(report: Mapping[str, Any], png_name: str) -> str:
+    names = report["classes"]
+    groups = list(report["groups"])
+    px = report["pixels"]
+    lines = [
+        f"# Probe report: {report['subject']}",
+        "",
+        f"Labels `{report['labels']}`, year {report['year']}: {px['labelled']} labelled pixels, {px['sampled']} "
+        f"sampled (seed {report['split']['seed']}), {px['train']} train / {px['test']} test in spatial blocks of "
+        f"{report['split']['block_px']} px with a {report['split']['gap_px']} px gap ({px['dropped']} dropped).",
+        "",
+        "| features | probe | accuracy | macro F1 |" + "".join(f" {g} macro F1 |" for g in groups),
+        "|---|---|---|---|" + "---|" * len(groups),
+    ]
+    for fname, fset in report["features"].items():
+        for probe in report["probes"]:
+            m = fset[probe]
+            cells = "".join(f" {m['group_macro_f1'].get(g, float('nan')):.3f} |" for g in groups)
+            lines.append(f"| {fname} | {probe} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |{cells}")
+    lines += ["", "Per-class F1 (linear probe):", "", "| class |" + "".join(f" {f} |" for f in report["features"])]
+    lines.append("|---|" + "---|" * len(report["features"]))
+    for code, name in names.items():
+        row = [report["features"][f]["linear"]["per_class_f1"].get(code) for f in report["features"]]
+        lines.append(f"| {code} {name} |" + "".join(" - |" if v is None else f" {v:.3f} |" for v in row))
+    if report.get("regression"):
+        lines += ["", "Regression of the target:", "", "| features | probe | R² | RMSE |", "|---|---|---|---|"]
+        for fname, fset in report["regression"].items():
+            lines += [f"| {fname} | {p} | {m['r2']:.3f} | {m['rmse']:.4g} |" for p, m in fset.items()]
+    lines += [
+        "",
+        f"![confusion matrices: rows {', '.join(report['features'])}; columns {', '.join(report['probes'])}]"
+        f"({png_name})",
+        "",
+        "Feature sets: " + "; ".join(f"**{k}**: {v['description']}" for k, v in report["features"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    prefix: Path,
+    report: Mapping[str, Any],
+    predictions: Mapping[str, np.ndarray],
+    confusions: Sequence[Sequence[np.ndarray]],
+) -> dict[str, Path]:
+    """Write the four report files next to ``prefix``; returns their paths by kind."""
+    paths = {
+        "json": prefix.with_name(prefix.name + ".json"),
+        "markdown": prefix.with_name(prefix.name + ".md"),
+        "png": prefix.with_name(prefix.name + "_confusion.png"),
+        "predictions": prefix.with_name(prefix.name + "_predictions.csv"),
+    }
+    confusion_png(paths["png"], confusions)
+    _predictions_csv(paths["predictions"], predictions)
+    write_json_atomic(paths["json"], report)
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(_markdown(report, paths["png"].name))
+    return paths

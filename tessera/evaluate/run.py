@@ -1,0 +1,261 @@
+"""`evaluate`: probe scores of a checkpoint (or a product) against two baselines on labelled pixels.
+
+1. Labelled pixels: inside a tile's ROI, labelled, with at least one valid S2 and one valid S1
+   observation (what every feature set needs); up to ``max_per_class`` per class, drawn with the seed.
+2. Spatial split (`tessera.evaluate.split`): blocks of the global grid, a gap between the sides.
+3. Feature sets: ``model`` (the checkpoint's embeddings, computed as the workflow computes them, or
+   the product's), ``random weights`` (the same architecture with seeded random weights: what training
+   starts from) and ``raw median`` (each pixel's median of its valid S2 observations, 10 bands: a
+   single annual composite).
+4. Probes (`tessera.evaluate.probes`) on each set; scores, predictions and confusion matrices go to
+   the report (`tessera.evaluate.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera import models
+from tessera.errors import LabelError
+from tessera.evaluate.features import model_features, product_features, random_weights_model, raw_median_features
+from tessera.evaluate.labels import NO_LABEL, ClassInfo, LabelLayer, read_class_info, read_labels
+from tessera.evaluate.probes import PROBES, class_metrics, fit_predict, regression_metrics
+from tessera.evaluate.report import write_report
+from tessera.evaluate.split import spatial_split
+from tessera.models.arch import Architecture, architecture
+from tessera.tileio import read_tile
+from tessera.train.data import TileSource
+
+__all__ = ["EvalSettings", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How labels are read, sampled, split and probed."""
+
+    labels: Path
+    """Label raster or vector file (`tessera.evaluate.labels`)."""
+    year: int
+    """Year of the tiles (part of the models' sampling seeds)."""
+    classes_file: Path | None = None
+    """JSON with class names and groups."""
+    label_column: str = "class"
+    """Vector labels: the class column."""
+    target_column: str | None = None
+    """Vector labels: a numeric column to regress."""
+    target_band: int | None = None
+    """Raster labels: a band to regress."""
+    max_per_class: int = 2000
+    """Labelled pixels drawn per class at most."""
+    block_px: int = 16
+    """Side of the spatial split's blocks, pixels."""
+    gap_px: int = 1
+    """Minimum distance (exclusive) between train and test pixels, pixels."""
+    test_fraction: float = 0.3
+    """Share of blocks in the test set."""
+    knn_k: int = 5
+    """Neighbours of the k-NN probe."""
+    seed: int = 0
+    """Seeds the sampling, the split and the random-weights model."""
+    device: str = "cpu"
+    """Where the models run."""
+    source: str = "planetary-computer"
+    """Data source of the tiles (v1.1 normalisation table)."""
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """Labelled pixels: where they are (tile index, flat index in it, global grid position) and their labels."""
+
+    tile: np.ndarray
+    pix: np.ndarray
+    col: np.ndarray
+    row: np.ndarray
+    epsg: np.ndarray
+    label: np.ndarray
+    target: np.ndarray
+
+    def take(self, keep: np.ndarray) -> _Pixels:
+        return _Pixels(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    @classmethod
+    def concat(cls, parts: list[_Pixels]) -> _Pixels:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+def _labelled(tiles: list[Any], layers: list[LabelLayer], labels: Path) -> _Pixels:
+    parts = []
+    for k, ((tile, grid), layer) in enumerate(zip(tiles, layers, strict=True)):
+        has_s2 = tile.masks.any(axis=0)
+        has_s1 = (tile.sar_ascending != 0).any(axis=(0, 3)) | (tile.sar_descending != 0).any(axis=(0, 3))
+        pix = np.flatnonzero((layer.classes != NO_LABEL) & (tile.roi > 0) & has_s2 & has_s1)
+        ys, xs = np.divmod(pix, tile.roi.shape[1])
+        n = len(pix)
+        parts.append(
+            _Pixels(
+                tile=np.full(n, k),
+                pix=pix,
+                col=grid.col + xs.astype(np.int64),
+                row=grid.row + ys.astype(np.int64),
+                epsg=np.full(n, int(grid.crs.split(":")[1])),
+                label=layer.classes.ravel()[pix],
+                target=layer.target.ravel()[pix] if layer.target is not None else np.full(n, np.nan),
+            )
+        )
+    if not sum(len(p.pix) for p in parts):
+        raise LabelError(
+            f"labels {labels} do not overlap the ROI of any of the {len(tiles)} tiles (no labelled pixel with "
+            "observations inside them); check the labels' CRS and extent, or point --data/--year at their region"
+        )
+    return _Pixels.concat(parts)
+
+
+def _sample(px: _Pixels, per_class: int, seed: int, labels: Path) -> _Pixels:
+    codes = np.unique(px.label)
+    if len(codes) < 2:
+        raise LabelError(
+            f"labels {labels} have a single class ({int(codes[0])}) on the tiles' pixels; a probe needs at least "
+            "two classes: use a label file with two or more classes over the ROI"
+        )
+    rng = np.random.default_rng([seed, 0x1AB])
+    keep = np.concatenate([np.sort(rng.permutation(np.flatnonzero(px.label == c))[:per_class]) for c in codes])
+    return px.take(np.sort(keep))
+
+
+def _feature_sets(
+    s: EvalSettings, tiles: list[Any], px: _Pixels, checkpoint: Path | None, product: Path | None, arch: str | None
+) -> tuple[dict[str, tuple[str, np.ndarray]], str]:
+    """``{name: (description, features)}`` and the report's subject."""
+    sets: dict[str, tuple[str, np.ndarray]] = {}
+    if checkpoint is not None:
+        loaded = models.load(checkpoint, "cpu", source=s.source)
+        subject = f"checkpoint {checkpoint.name} ({loaded.family}, sha256 {str(loaded.checkpoint_sha256)[:12]})"
+        feats = model_features(loaded, tiles, px.tile, px.pix, s.year, s.device)
+        sets["model"] = (f"embeddings of {subject}", feats)
+        base = Architecture.from_dict(loaded.architecture or {}) if arch is None else architecture(arch)
+    else:
+        assert product is not None
+        subject = f"product {product.name}"
+        sets["model"] = (f"embeddings read from {product}", product_features(product, tiles, px.tile, px.pix))
+        base = architecture(arch or "demo")
+    rnd = random_weights_model(base, s.seed, s.source)
+    sets["random weights"] = (
+        f"{base.name} architecture with seeded random weights (seed {s.seed})",
+        model_features(rnd, tiles, px.tile, px.pix, s.year, s.device),
+    )
+    median = raw_median_features(tiles, px.tile, px.pix)
+    sets["raw median"] = ("per-pixel median of the valid S2 observations, 10 bands", median)
+    return sets, subject
+
+
+def _probe_all(
+    s: EvalSettings, sets: dict[str, tuple[str, np.ndarray]], px: _Pixels, train: np.ndarray, test: np.ndarray,
+    info: ClassInfo,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[list[np.ndarray]]]:  # fmt: skip
+    """Fit every probe on every feature set: the report's scores, the predictions table, the confusion matrices."""
+    regress = s.target_column is not None or s.target_band is not None
+    labels = sorted(info.names)
+    scores: dict[str, Any] = {}
+    fits: dict[str, Any] = {}
+    predictions = {"col": px.col[test], "row": px.row[test], "epsg": px.epsg[test], "label": px.label[test]}
+    if regress:
+        predictions["target"] = px.target[test]
+    confusions = []
+    for name, (description, feats) in sets.items():
+        entry: dict[str, Any] = {"description": description, "dimensions": int(feats.shape[1])}
+        row = []
+        for probe in PROBES:
+            pred = fit_predict(feats, px.label, train, test, probe, k=s.knn_k, seed=s.seed)
+            metrics = class_metrics(px.label[test], pred, labels, info.groups)
+            entry[probe] = metrics.to_dict()
+            row.append(np.asarray(metrics.confusion))
+            predictions[f"{name.replace(' ', '_')}:{probe}"] = pred
+        scores[name] = entry
+        confusions.append(row)
+        if regress:
+            fits[name] = {}
+            for probe in PROBES:
+                value = fit_predict(feats, px.target, train, test, probe, k=s.knn_k, regression=True)
+                fits[name][probe] = regression_metrics(px.target[test], value)
+                predictions[f"{name.replace(' ', '_')}:{probe}:target"] = value
+    return {"features": scores, "regression": fits}, predictions, confusions
+
+
+def evaluate(
+    s: EvalSettings,
+    sources: list[TileSource],
+    out_prefix: Path,
+    *,
+    checkpoint: Path | None = None,
+    product: Path | None = None,
+    random_arch: str | None = None,
+) -> dict[str, Any]:
+    """Probe a checkpoint or a product on labelled pixels of the tiles and write the report.
+
+    Args:
+        s: Settings.
+        sources: The tiles of ``s.year`` (`tessera.train.find_tiles`).
+        out_prefix: Report files are ``<out_prefix>.json``, ``.md``, ``_confusion.png``, ``_predictions.csv``.
+        checkpoint: A checkpoint to embed the pixels with (exclusive with ``product``).
+        product: A product COG to read the embeddings from.
+        random_arch: Architecture of the random-weights baseline (default: the checkpoint's; with a product, demo).
+
+    Returns:
+        The report (as written to the JSON file).
+
+    Raises:
+        LabelError: Labels unreadable, outside the tiles, a single class, or too few pixels to split.
+        CheckpointError, ArchitectureError, TileError: Bad checkpoint, architecture name or tile.
+    """
+    if (checkpoint is None) == (product is None):
+        raise LabelError("give exactly one of a checkpoint or a product to evaluate; pass --checkpoint or --product")
+    tiles = [read_tile(src.path) for src in sources]
+    layers, vector_names = read_labels(
+        s.labels, [g for _, g in tiles], column=s.label_column, target_column=s.target_column,
+        target_band=s.target_band,
+    )  # fmt: skip
+    labelled = _labelled(tiles, layers, s.labels)
+    px = _sample(labelled, s.max_per_class, s.seed, s.labels)
+    sets, subject = _feature_sets(s, tiles, px, checkpoint, product, random_arch)
+    finite = np.all([np.isfinite(f).all(axis=1) for _, f in sets.values()], axis=0)
+    if s.target_column is not None or s.target_band is not None:
+        finite &= np.isfinite(px.target)
+    px = px.take(finite)
+    sets = {k: (d, f[finite]) for k, (d, f) in sets.items()}
+    split = spatial_split(px.col, px.row, px.epsg, block=s.block_px, gap=s.gap_px, test_fraction=s.test_fraction,
+                          seed=s.seed)  # fmt: skip
+    if not split.train.any() or not split.test.any() or len(np.unique(px.label[split.train])) < 2:
+        raise LabelError(
+            f"labels {s.labels} cover too few blocks for a spatial split ({int(split.train.sum())} train, "
+            f"{int(split.test.sum())} test pixels); use labels over a larger area, or lower --block-px"
+        )
+    info = read_class_info(s.classes_file, sorted(int(c) for c in np.unique(px.label)), vector_names)
+    scores, predictions, confusions = _probe_all(s, sets, px, split.train, split.test, info)
+    n_train, n_test = int(split.train.sum()), int(split.test.sum())
+    report = {
+        "subject": subject,
+        "labels": str(s.labels),
+        "year": s.year,
+        "classes": {str(c): n for c, n in info.names.items()},
+        "groups": info.groups,
+        "pixels": {
+            "labelled": len(labelled.pix),
+            "sampled": len(px.pix),
+            "train": n_train,
+            "test": n_test,
+            "dropped": len(px.pix) - n_train - n_test,
+        },
+        "split": {"block_px": s.block_px, "gap_px": s.gap_px, "test_fraction": s.test_fraction, "seed": s.seed},
+        "probes": list(PROBES),
+        "knn_k": s.knn_k,
+        **scores,
+    }
+    write_report(out_prefix, report, predictions, confusions)
+    return report

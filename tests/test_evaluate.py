@@ -1,0 +1,176 @@
+"""tessera.evaluate: labels, the spatial split, the probes and the report's numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from tessera.errors import LabelError
+from tessera.evaluate import EvalSettings, evaluate, spatial_split
+from tessera.evaluate.features import product_features
+from tessera.evaluate.labels import NO_LABEL, read_labels
+from tessera.models.arch import architecture
+from tessera.tileio import read_tile
+from tessera.train import find_tiles
+from tests.traindata import WORLD, block_classes, write_label_raster, write_results
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: the tiny models here gain nothing from two, and OpenMP stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_results(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    arch = architecture("demo")
+    path = tmp_path_factory.mktemp("ckpt") / "encoder.pt"
+    torch.save(arch.encoder_payload(arch.build(seed=5).state_dict()), path)
+    return path
+
+
+def chebyshev_gap(cols: np.ndarray, rows: np.ndarray, a: np.ndarray, b: np.ndarray) -> int:
+    """Smallest Chebyshev distance between a pixel of set ``a`` and one of set ``b``."""
+    pa, pb = np.stack((cols[a], rows[a]), 1), np.stack((cols[b], rows[b]), 1)
+    return int(np.abs(pa[:, None, :] - pb[None, :, :]).max(axis=2).min())
+
+
+@pytest.mark.parametrize("gap", [1, 3])
+def test_split_is_spatially_disjoint(gap: int) -> None:
+    rng = np.random.default_rng(0)
+    cols = rng.integers(-150, 150, 3000)
+    rows = rng.integers(1000, 1300, 3000)
+    epsg = np.full(3000, 32631)
+    split = spatial_split(cols, rows, epsg, block=16, gap=gap, test_fraction=0.3, seed=2)
+    assert not (split.train & split.test).any()
+    assert split.train.sum() > 1000 and split.test.sum() > 300
+    assert chebyshev_gap(cols, rows, split.train, split.test) > gap
+    again = spatial_split(cols, rows, epsg, block=16, gap=gap, test_fraction=0.3, seed=2)
+    assert np.array_equal(again.test, split.test)
+    assert not np.array_equal(spatial_split(cols, rows, epsg, block=16, gap=gap, seed=3).test, split.test)
+
+
+def test_raster_labels_are_resampled_onto_each_tile(results: Path, tmp_path: Path) -> None:
+    classes = block_classes()
+    # the same labels at 5 m: nearest-neighbour resampling must give back the 10 m classes
+    fine = np.kron(classes, np.ones((2, 2), int))
+    path = write_label_raster(tmp_path / "fine.tif", fine, WORLD.transform @ Affine.scale(0.5))
+    grids = [read_tile(t.path)[1] for t in find_tiles([results], [2022])]
+    layers, names = read_labels(path, grids, target_band=2)
+    assert names == {}
+    assert np.array_equal(layers[0].classes, classes[:24, :24])
+    assert layers[3].target is not None and abs(float(layers[3].target[5, 5]) - classes[29, 29] * 10) < 5
+
+
+def test_vector_labels_with_named_classes(results: Path, tmp_path: Path) -> None:
+    left, top = WORLD.transform.c, WORLD.transform.f
+    features = [
+        {"type": "Feature", "properties": {"crop": "wheat", "yield": 7.5},
+         "geometry": {"type": "Polygon", "coordinates": [[[left, top], [left + 240, top], [left + 240, top - 480],
+                                                           [left, top - 480], [left, top]]]}},
+        {"type": "Feature", "properties": {"crop": "barley", "yield": 5.0},
+         "geometry": {"type": "Polygon", "coordinates": [[[left + 240, top], [left + 480, top],
+                                                           [left + 480, top - 480], [left + 240, top - 480],
+                                                           [left + 240, top]]]}},
+    ]  # fmt: skip
+    path = tmp_path / "fields.geojson"
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32630"}}
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
+    grids = [read_tile(t.path)[1] for t in find_tiles([results], [2022])]
+    layers, names = read_labels(path, grids, column="crop", target_column="yield")
+    assert names == {1: "barley", 2: "wheat"}
+    # tiles in name order: 0_0 and 0_24 are the west half (wheat), 24_0 and 24_24 the east half (barley)
+    assert [set(np.unique(layer.classes)) for layer in layers] == [{2}, {2}, {1}, {1}]
+    assert layers[0].target is not None and float(layers[0].target[0, 0]) == 7.5
+
+
+def test_report_numbers_are_recomputed_from_the_predictions(results: Path, checkpoint: Path, tmp_path: Path) -> None:
+    labels = write_label_raster(tmp_path / "labels.tif", block_classes())
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"classes": {"1": "a", "2": "b", "3": "c"}, "groups": {"ab": [1, 2]}}))
+    settings = EvalSettings(
+        labels=labels, year=2022, classes_file=classes, target_band=2, block_px=6, seed=1, max_per_class=150
+    )
+    report = evaluate(settings, find_tiles([results], [2022]), tmp_path / "probe", checkpoint=checkpoint)
+    assert list(report["features"]) == ["model", "random weights", "raw median"]
+    saved = json.loads((tmp_path / "probe.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    with (tmp_path / "probe_predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == saved["pixels"]["test"] > 50
+    truth = np.array([int(r["label"]) for r in rows])
+    for fname, fset in saved["features"].items():
+        for probe in saved["probes"]:
+            pred = np.array([int(float(r[f"{fname.replace(' ', '_')}:{probe}"])) for r in rows])
+            m = fset[probe]
+            assert m["accuracy"] == pytest.approx(float(np.mean(pred == truth)))
+            f1 = {}
+            for c in np.unique(truth):
+                tp, fp, fn = (
+                    np.sum((pred == c) & (truth == c)),
+                    np.sum((pred == c) & (truth != c)),
+                    np.sum((pred != c) & (truth == c)),
+                )
+                f1[str(c)] = 2 * tp / (2 * tp + fp + fn)
+            assert m["per_class_f1"] == pytest.approx(f1)
+            assert m["macro_f1"] == pytest.approx(np.mean(list(f1.values())))
+            assert m["group_macro_f1"]["ab"] == pytest.approx(np.mean([f1["1"], f1["2"]]))
+            counts = [
+                [int(np.sum((truth == a) & (pred == b))) for b in m["confusion_labels"]] for a in m["confusion_labels"]
+            ]
+            assert m["confusion"] == counts
+    assert set(saved["regression"]["raw median"]) == {"linear", "knn"}
+    with rasterio.open(tmp_path / "probe_confusion.png") as png:
+        assert png.count == 3 and png.width > 3 * 12 * 2
+    markdown = (tmp_path / "probe.md").read_text()
+    assert "| raw median | linear |" in markdown and "probe_confusion.png" in markdown
+
+
+def test_product_embeddings_are_dequantised_at_the_pixels(results: Path, tmp_path: Path) -> None:
+    tiles = [read_tile(t.path) for t in find_tiles([results], [2022])]
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-127, 128, (4, WORLD.height, WORLD.width)).astype(np.int8)
+    codes[:, 0, 0] = -128  # nodata pixel
+    scales = rng.uniform(0.01, 0.1, (WORLD.height, WORLD.width)).astype(np.float32)
+    profile = {"driver": "GTiff", "height": WORLD.height, "width": WORLD.width, "crs": WORLD.crs}
+    with rasterio.open(tmp_path / "p.tif", "w", count=4, dtype="int8", nodata=-128, transform=WORLD.transform,
+                       **profile) as dst:  # fmt: skip
+        dst.write(codes)
+    with rasterio.open(tmp_path / "p_scales.tif", "w", count=1, dtype="float32", transform=WORLD.transform,
+                       **profile) as dst:  # fmt: skip
+        dst.write(scales, 1)
+    tile_of, pix = np.array([0, 3, 3]), np.array([0, 0, 24 * 5 + 7])
+    got = product_features(tmp_path / "p.tif", tiles, tile_of, pix)
+    assert np.isnan(got[0]).all()
+    np.testing.assert_allclose(got[1], codes[:, 24, 24] * scales[24, 24], rtol=1e-6)
+    np.testing.assert_allclose(got[2], codes[:, 29, 31] * scales[29, 31], rtol=1e-6)
+
+
+def test_labels_outside_the_roi_and_single_class(results: Path, checkpoint: Path, tmp_path: Path) -> None:
+    far = write_label_raster(tmp_path / "far.tif", block_classes(), WORLD.transform @ Affine.translation(5000, 0))
+    sources = find_tiles([results], [2022])
+    with pytest.raises(LabelError, match="do not overlap the ROI") as err:
+        evaluate(EvalSettings(labels=far, year=2022), sources, tmp_path / "x", checkpoint=checkpoint)
+    assert isinstance(err.value, ValueError)
+    one = write_label_raster(tmp_path / "one.tif", np.full((48, 48), 2))
+    with pytest.raises(LabelError, match="single class"):
+        evaluate(EvalSettings(labels=one, year=2022), sources, tmp_path / "x", checkpoint=checkpoint)
+    assert not (tmp_path / "x.json").exists()
+    layers, _ = read_labels(far, [WORLD])
+    assert (layers[0].classes == NO_LABEL).all()

@@ -1,0 +1,65 @@
+"""The wheel: every module, the workflow and the demo's package data; ``tessera demo`` from an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools writes build/ and *.egg-info next to the sources
+    skip = shutil.ignore_patterns(
+        ".git", ".venv*", ".whl", ".devrun", "build", "dist", "*.egg-info", "__pycache__", "results", "demo-run"
+    )
+    src = shutil.copytree(ROOT, out / "src", ignore=skip)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=out)
+    (path,) = out.glob("tessera_pipeline-*.whl")
+    return path
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_module_and_the_workflow(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "tessera").rglob("*.py")}
+    assert modules <= names, f"not in the wheel (add the subpackage to [tool.setuptools] packages): {modules - names}"
+    workflow = {"Snakefile", *(f"rules/{p.name}" for p in (ROOT / "rules").glob("*.smk"))}
+    workflow |= {f"profiles/{p.parent.name}/config.yaml" for p in (ROOT / "profiles").glob("*/config.yaml")}
+    workflow |= {f"envs/{p.name}" for p in (ROOT / "envs").iterdir()}
+    assert {f"tessera/workflow/{n}" for n in workflow} <= names
+    assert {"tessera/testing/data/demo.yaml", "tessera/testing/data/demo_roi.geojson"} <= names
+    assert "tessera/schemas/config.schema.yaml" in names
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    """The wheel installed on its own (its dependencies from this venv), run far from the checkout: a dry run."""
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{site / 'bin'}:{os.environ['PATH']}"}
+    probe = "import tessera.testing.demo as d; print(d.workflow_dir(), d.DEMO_CONFIG)"
+    where = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    workflow, config = where.stdout.split()
+    assert Path(workflow) == site / "tessera" / "workflow" and Path(config).is_relative_to(site)
+    demo = [sys.executable, "-m", "tessera.cli", "demo", "--workdir", str(tmp_path / "demo")]
+    cmd = [*demo, "--", "-n", "--quiet", "rules"]
+    res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "infer" in res.stdout and "stitch" in res.stdout
+    assert str(site / "tessera" / "workflow" / "Snakefile") in res.stderr
+    assert not (tmp_path / "demo" / "results").exists()

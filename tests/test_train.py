@@ -1,0 +1,259 @@
+"""tessera.train: the Barlow Twins loss, the two views, the pixel stream, checkpoints and reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tessera import models
+from tessera.errors import ArchitectureError, NoTilesError, TrainingError
+from tessera.models import v1, v2
+from tessera.models.arch import ARCHITECTURES, architecture
+from tessera.sampling import combine, mix32
+from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, load_train_config, train
+from tessera.train.data import PixelStream, scan
+from tessera.train.views import draw, to_tensors, view_seeds
+from tests.traindata import tiny_config, write_results
+
+# --- loss ------------------------------------------------------------------------------------------
+
+
+def test_loss_is_zero_for_identical_decorrelated_views() -> None:
+    # four pixels, two dimensions: columns of mean 0, variance 1 and correlation 0, so C = I
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    terms = barlow_twins_loss(z, z.clone(), lambd=5e-3)
+    assert float(terms.loss) == pytest.approx(0.0, abs=1e-9)
+    assert float(terms.redundancy) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_off_diagonal_term_is_weighted_by_lambda() -> None:
+    # identical views whose two dimensions are perfectly correlated: C = [[1, 1], [1, 1]]
+    z = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]])
+    eps_shrink = 1 / (1 + 1e-5)  # each dimension is divided by sqrt(var + eps)
+    for lambd in (0.0, 5e-3, 0.5):
+        terms = barlow_twins_loss(z, z, lambd)
+        assert float(terms.invariance) == pytest.approx(0.0, abs=1e-9)
+        assert float(terms.redundancy) == pytest.approx(2 * eps_shrink**2, rel=1e-6)
+        expected = float(terms.invariance) + lambd * float(terms.redundancy)
+        assert float(terms.loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_anti_correlated_views_pay_the_invariance_term() -> None:
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    terms = barlow_twins_loss(z, -z, 5e-3)
+    assert float(terms.invariance) == pytest.approx(2 * 2**2, rel=1e-4)  # C = -I: (1 - (-1))^2 per dimension
+
+
+def test_loss_is_computed_in_float32_from_bf16_inputs() -> None:
+    z = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    assert barlow_twins_loss(z.bfloat16(), z.bfloat16(), 5e-3).loss.dtype == torch.float32
+
+
+# --- views -----------------------------------------------------------------------------------------
+
+
+def test_combine_is_injective_in_the_hashed_value() -> None:
+    # why views never share draws: for a fixed running hash h, v -> combine(h, v) is a bijection of
+    # 32-bit values (h ^ mix32(v ^ c) and mix32 are invertible); checked here on a large sample
+    values = torch.arange(1 << 18, dtype=torch.int64)
+    for h in (0, 1, 0xDEADBEEF):
+        assert torch.unique(combine(torch.tensor(h), values)).numel() == values.numel()
+    assert torch.unique(mix32(values * 4099)).numel() == values.numel()
+
+
+def _pixels(n: int = 2000, t2: int = 60, t1: int = 50) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    doy2 = torch.sort(torch.randperm(365, generator=g)[:t2] + 1).values
+    doy1 = torch.sort(torch.randperm(365, generator=g)[:t1] + 1).values
+    return {
+        "s2_valid": torch.rand(n, t2, generator=g) < 0.9,
+        "s2_doy": doy2.expand(n, t2),
+        "s1_valid": torch.rand(n, t1, generator=g) < 0.9,
+        "s1_doy": doy1.expand(n, t1),
+        "s1_desc": (torch.arange(t1) >= t1 // 2).long().expand(n, t1),
+        "col": torch.randint(-(10**6), 10**6, (n,), generator=g),
+        "row": torch.randint(-(10**6), 10**6, (n,), generator=g),
+        "year": torch.full((n,), 2022),
+        "epsg": torch.full((n,), 32631),
+    }
+
+
+def test_two_views_never_share_draws() -> None:
+    px = _pixels()
+    seeds = [view_seeds(px, seed=0, epoch=3, view=v) for v in (0, 1)]
+    assert bool((seeds[0] != seeds[1]).all())
+    # every per-slot uniform of the with-replacement draw differs between the views
+    slots = torch.arange(40)
+    u = [combine(combine(s, 0x51A7).unsqueeze(1), slots.unsqueeze(0)) for s in seeds]
+    assert bool((u[0] != u[1]).all())
+    s2 = [draw(px, s, (40, 40))[0] for s in seeds]
+    # pixels with >= 40 valid of 60 draw 40 distinct steps; the two views pick different sets
+    assert float((s2[0] != s2[1]).any(dim=1).float().mean()) > 0.99
+    # the epoch and the run seed change the draws too
+    assert bool((view_seeds(px, 0, 4, 0) != seeds[0]).all()) and bool((view_seeds(px, 1, 3, 0) != seeds[0]).all())
+
+
+def test_views_are_sorted_valid_steps_of_the_pixel() -> None:
+    px = _pixels(200)
+    s2_idx, s1_idx = draw(px, view_seeds(px, 0, 0, 0), (40, 40))
+    for idx, valid in ((s2_idx, px["s2_valid"]), (s1_idx, px["s1_valid"])):
+        assert bool(torch.gather(valid, 1, idx).all())
+        assert bool((idx[:, 1:] >= idx[:, :-1]).all())
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_results(tmp_path_factory.mktemp("results"))
+
+
+def test_find_tiles_and_missing_year(results: Path) -> None:
+    tiles = find_tiles([results], [2022])
+    assert len(tiles) == 4 and all(t.year == 2022 for t in tiles)
+    assert tiles[0].name == "2022/tiles/chunk/0_0_24_24"
+    with pytest.raises(NoTilesError, match="no tiles for year 2021") as err:
+        find_tiles([results], [2021, 2022])
+    assert isinstance(err.value, FileNotFoundError)
+
+
+def test_scan_counts_only_pixels_with_enough_observations(results: Path) -> None:
+    sources = find_tiles([results], [2022])
+    loose, strict = scan(sources, 1, 48), scan(sources, 20, 48)
+    assert 0 < strict.pixels < loose.pixels < 48 * 48
+    with pytest.raises(TrainingError, match="lower min_valid_timesteps"):
+        scan(sources, 10_000, 48)
+
+
+def test_stream_visits_each_pixel_once_per_epoch_and_resumes_anywhere(results: Path) -> None:
+    data = scan(find_tiles([results], [2022]), 5, 48)
+    stream = PixelStream(data, batch_size=32, buffer_pixels=256, piece_pixels=48, seed=7)
+    spe = stream.steps_per_epoch
+    full = [(s, e, b) for (s, e, b), _ in zip(stream.batches(0), range(2 * spe + 3), strict=False)]
+    first_epoch = np.concatenate([np.stack((b.col, b.row), 1) for _, e, b in full if e == 0])
+    assert len(np.unique(first_epoch, axis=0)) == spe * 32  # no pixel twice within an epoch
+    assert [e for _, e, _ in full][spe - 1 : spe + 1] == [0, 1]
+    orders = [np.stack((b.col, b.row), 1) for _, _, b in full]
+    assert not np.array_equal(orders[0], orders[spe])  # epochs are shuffled differently
+    for start in (1, 5, spe - 1, spe, spe + 2):
+        step, _, batch = next(stream.batches(start))
+        assert step == start
+        np.testing.assert_array_equal(batch.s2, full[start][2].s2)
+        np.testing.assert_array_equal(batch.col, full[start][2].col)
+
+
+def test_learning_rate_warms_up_holds_then_decays() -> None:
+    cfg = TrainConfig(steps=100, learning_rate=1.0, warmup_ratio=0.2, plateau_ratio=0.2)
+    rates = [learning_rate(s, cfg) for s in range(100)]
+    assert rates[0] == pytest.approx(0.05) and rates[19] == pytest.approx(1.0)
+    assert all(r == 1.0 for r in rates[20:40])
+    assert all(a >= b for a, b in itertools.pairwise(rates[40:])) and rates[-1] < 0.01
+
+
+# --- training, checkpoints -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(results: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    result = train(tiny_config(), find_tiles([results], [2022]), out, resume=False)
+    assert result.complete and result.steps == 12 and math.isfinite(result.final_loss)
+    return out
+
+
+def test_same_seed_same_bytes_and_resume_gives_the_same_bytes(results: Path, trained: Path, tmp_path: Path) -> None:
+    sources = find_tiles([results], [2022])
+    digest = {n: hashlib.sha256((trained / n).read_bytes()).hexdigest() for n in ("encoder.pt", "checkpoint.pt")}
+    # stopped after one step (a resumable checkpoint), then resumed
+    stopped = train(tiny_config(max_seconds=0.0), sources, tmp_path, resume=False)
+    assert stopped.steps == 1 and not stopped.complete
+    train(tiny_config(), sources, tmp_path)
+    assert {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in digest} == digest
+    other = train(tiny_config(seed=1), sources, tmp_path / "seed1", resume=False)
+    assert hashlib.sha256(other.encoder.read_bytes()).hexdigest() != digest["encoder.pt"]
+
+
+def test_encoder_round_trips_through_models_load(trained: Path, results: Path) -> None:
+    payload = torch.load(trained / "encoder.pt", weights_only=True)
+    assert set(payload) == {"model_state_dict", "arch", "config", "provenance", "step"}
+    assert not any(k.startswith("projector.") for k in payload["model_state_dict"])
+    assert payload["provenance"]["tiles"][0]["tile"] == "2022/tiles/chunk/0_0_24_24"
+    loaded = models.load(trained / "encoder.pt")
+    assert loaded.family == "v1.0" and loaded.architecture == ARCHITECTURES["demo"].to_dict()
+    assert not loaded.random_weights
+    # the weights are the trained ones: the module reproduces the state dict exactly
+    for key, value in loaded.module.state_dict().items():
+        assert torch.equal(value, payload["model_state_dict"][key]), key
+    # the full checkpoint loads too: its projector.* keys are training-only and dropped
+    full = models.load(trained / "checkpoint.pt")
+    s2, s1 = torch.randn(3, 8, 11), torch.randn(3, 8, 3)
+    assert torch.equal(full.module(s2, s1), loaded.module(s2, s1))
+
+
+def test_reference_style_loader_accepts_the_encoder(trained: Path) -> None:
+    # what the reference's v1.0-QAT loader does (reference-spec 4.1): split by prefix, strict per component
+    payload = torch.load(trained / "encoder.pt", weights_only=True)
+    state = {k.replace("_orig_mod.", ""): v for k, v in payload["model_state_dict"].items()}
+    model = v1.build(d_model=64, nhead=2, num_layers=2, dim_feedforward=64)
+    for prefix in ("s2_backbone.", "s1_backbone.", "dim_reducer."):
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        getattr(model, prefix[:-1]).load_state_dict(part, strict=True)
+
+
+def test_v2_architectures_save_the_student_layout(tmp_path: Path) -> None:
+    arch = architecture("v2-nano")
+    model = arch.build(seed=0)
+    path = tmp_path / "nano.pt"
+    torch.save(arch.encoder_payload(model.state_dict()), path)
+    payload = torch.load(path, weights_only=True)
+    assert v2.StudentArgs.from_checkpoint(payload["args"]) == arch.student_args()
+    loaded = models.load(path)
+    assert loaded.family == "v2-nano"
+    s2, s1 = torch.randn(2, 8, 11), torch.randn(2, 8, 3)
+    assert torch.allclose(loaded.module(s2, s1), model.eval()(s2, s1))
+
+
+def test_bad_settings_and_architectures(results: Path, trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArchitectureError, match="unknown architecture 'v3'"):
+        architecture("v3")
+    with pytest.raises(TrainingError, match="unknown training setting"):
+        TrainConfig.from_mapping({"step": 3})
+    with pytest.raises(TrainingError, match="batch_size"):
+        tiny_config(batch_size=1)
+    sources = find_tiles([results], [2022])
+    with pytest.raises(TrainingError, match="fewer than batch_size"):
+        train(tiny_config(batch_size=100_000), sources, tmp_path / "big", resume=False)
+    with pytest.raises(TrainingError, match=r"other settings .*learning_rate"):
+        train(tiny_config(learning_rate=0.5), sources, tmp_path, resume=trained / "checkpoint.pt")
+    with pytest.raises(TrainingError, match="not a full training checkpoint"):
+        train(tiny_config(), sources, tmp_path, resume=trained / "encoder.pt")
+
+
+def test_config_file_documents_the_defaults() -> None:
+    root = Path(__file__).resolve().parents[1]
+    assert load_train_config(root / "config" / "train.yaml") == TrainConfig()
+    demo = load_train_config(root / "tessera" / "testing" / "data" / "demo_train.yaml")
+    assert demo.arch == "demo" and demo.threads == 1 and demo.max_seconds is not None and demo.max_seconds <= 120
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_training_on_a_gpu_gives_a_checkpoint_the_cpu_loads(results: Path, tmp_path: Path) -> None:
+    sources = find_tiles([results], [2022])
+    result = train(tiny_config(device="cuda", precision="bf16", steps=6), sources, tmp_path, resume=False)
+    assert result.complete and math.isfinite(result.final_loss)
+    loaded = models.load(result.encoder, "cpu")
+    assert all(t.device.type == "cpu" for t in loaded.module.state_dict().values())
+    # the GPU draws the same views as the CPU: the first batch's seeds and indices are device-independent
+    data = scan(sources, 5, 48)
+    _, epoch, batch = next(PixelStream(data, 32, 256, 48, seed=0).batches(0))
+    on = {d: {k: v.to(d) for k, v in to_tensors(batch, torch.device("cpu")).items()} for d in ("cpu", "cuda")}
+    idx = {d: draw(on[d], view_seeds(on[d], 0, epoch, 1), (8, 8)) for d in on}
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(idx["cpu"], idx["cuda"], strict=True))
