@@ -258,9 +258,10 @@ def test_demo_run_export_round_trip(base_run: Path, tmp_path: Path, offline: lis
     from tests.e2e import copy_run, job_counts, read_embeddings, run_snakemake
 
     run = copy_run(base_run, tmp_path / "run")
-    plan = run_snakemake(run / "config.yaml", "geotessera", "-n")
+    # a flag before the target: the helper's command line ends in --resources, which takes several values
+    plan = run_snakemake(run / "config.yaml", "-n", "geotessera")
     assert job_counts(plan.stdout) == {"export_geotessera": 1, "geotessera": 1}  # the products exist
-    run_snakemake(run / "config.yaml", "geotessera")
+    run_snakemake(run / "config.yaml", "-p", "geotessera")
     out = run / "results" / "2022" / "geotessera"
     codes, scales, _ = read_embeddings(base_run / "results")
     roi = load_roi(base_run / "roi.tif", 10.0)
