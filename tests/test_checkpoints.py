@@ -63,6 +63,7 @@ def v1_checkpoint(v1_model: nn.Module, tmp_path_factory: pytest.TempPathFactory)
     return path
 
 
+@pytest.mark.slow
 def test_reference_v1_checkpoint_loads_and_reproduces_outputs(v1_model: nn.Module, v1_checkpoint: Path) -> None:
     loaded = tm.load(v1_checkpoint)
     assert loaded.family == "v1.0"
@@ -93,6 +94,7 @@ def save(tmp_path: Path, payload: Any, name: str = "c.pt") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_model_state_key_and_infix_compile_prefix_for_qat(tmp_path: Path) -> None:
     model = seeded(v1_qat.build())
     # the QAT loader removes "_orig_mod." anywhere in a key, not only at the start

@@ -52,6 +52,7 @@ def test_unknown_chunk_says_how_to_list_them(config: Path, tmp_path: Path, capsy
     assert not Path("x.json").exists()
 
 
+@pytest.mark.slow
 def test_first_attempt_failure_switch_of_the_test_wrapper(config: Path, tmp_path: Path) -> None:
     """``tests/bin/tessera`` (test-only, outside the package) fails each job's first attempt."""
     environment = env({FAIL_FIRST_ATTEMPT_ENV: f"plan={tmp_path / 'markers'}"})

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import rasterio
 
 from tessera.testing.world import generate_demo_data, is_generated
 
 S2_ASSETS = {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL"}
+
+# generating the demo world takes half a minute on 2 cores
+pytestmark = pytest.mark.slow
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from tessera.testing.demo import evaluate_demo
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_demo_evaluation_probes_the_product_beside_it(base_run: Path, demo_data_dir: Path) -> None:
     results = base_run / "results"
     report = evaluate_demo(demo_data_dir, results, 2022)

@@ -40,7 +40,7 @@ from tests.e2e import (
     write_config,
 )
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 def test_products_are_complete_and_georeferenced(base_run: Path) -> None:

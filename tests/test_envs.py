@@ -16,6 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def test_post_deploy_installs_the_checkout_without_dependencies(tmp_path: Path) 
     assert res.returncode != 0 and "TESSERA_PROJECT_ROOT" in res.stderr
 
 
+@pytest.mark.slow
 def test_the_snakefile_exports_the_project_root(tmp_path: Path) -> None:
     roi = tmp_path / "roi.geojson"
     roi.write_text('{"type": "Polygon", "coordinates": [[[0.1, 52.2], [0.11, 52.2], [0.11, 52.21], [0.1, 52.2]]]}')

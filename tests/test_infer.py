@@ -56,6 +56,7 @@ def run(model: LoadedModel, tile: TileArrays, origin: tuple[int, int], **kw: Any
     return infer_arrays(model, tile, origin=origin, year=YEAR, **kw).embeddings
 
 
+@pytest.mark.slow
 def test_same_pixel_same_bytes_across_tilings_and_batches(demo: LoadedModel) -> None:
     world = make_world(21, 20, 20)
     full, grid = cut(world, 0, 0, 20)
@@ -143,6 +144,7 @@ def test_bin_family_nodata_and_dims(spec: InputSpec, policy: str) -> None:
     assert np.isfinite(res.embeddings[res.valid]).all() and np.isnan(res.embeddings[~res.valid]).all()
 
 
+@pytest.mark.slow
 def test_repeats_average(demo: LoadedModel) -> None:
     tile, grid = cut(make_world(26, 6, 6), 0, 0, 6)
     one = run(demo, tile, (grid.col, grid.row))

@@ -68,6 +68,7 @@ def _run_all(plan: StoredPlan, stacks: Path, out_root: Path, per_job: int | None
             run_infer_job(_job(plan, stacks, out_root / chunk.id / part, chunk.id, part))
 
 
+@pytest.mark.slow
 def test_jobs_give_the_bytes_of_one_whole_world_pass(world: World, tmp_path: Path) -> None:
     whole = infer_arrays(models.load(None), world.arrays, origin=(world.grid.col, world.grid.row), year=YEAR)
     results = []
@@ -82,6 +83,7 @@ def test_jobs_give_the_bytes_of_one_whole_world_pass(world: World, tmp_path: Pat
     assert side["model_family"] == "demo" and side["device"] == "cpu" and side["year"] == YEAR
 
 
+@pytest.mark.slow
 def test_a_failed_tile_is_recomputed_alone(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan, stacks = _setup(tmp_path, world, 6)
     chunk = plan.chunks[0].id  # 12 x 12 px: four 6 px tiles

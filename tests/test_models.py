@@ -88,7 +88,13 @@ BUILDERS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
+#: The reference-sized families take seconds each on a CPU: run with the slow tests.
+_LARGE = ("v1.0", "v1.0-qat", "v1.1")
+
+
+@pytest.fixture(
+    scope="module", params=[pytest.param(f, marks=pytest.mark.slow) if f in _LARGE else f for f in sorted(BUILDERS)]
+)
 def family_model(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
     """One seeded model per family, built once per module (the v1 models are large)."""
     return request.param, seeded(BUILDERS[request.param]())

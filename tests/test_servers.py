@@ -20,7 +20,7 @@ from tessera.config import validate_config
 from tessera.testing.demo import write_demo_config
 from tessera.testing.servers import DemoServers, demo_servers
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 ROI_BBOX = [0.089, 52.189, 0.117, 52.206]
 
 

@@ -20,7 +20,7 @@ from tessera.testing.servers import DemoServers
 from tests.e2e import FAIL_FIRST_ATTEMPT_ENV, ROOT, env, products, snakemake_cmd, write_config
 from tests.slurm.cluster import LocalSlurm, SlurmUnavailable
 
-pytestmark = [pytest.mark.server, pytest.mark.slurm]
+pytestmark = [pytest.mark.server, pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,7 @@ def test_lint_is_clean_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_plans_every_stage(tmp_path: Path) -> None:
     res = snakemake("-n", "--quiet", "rules", "--configfile", str(run_config(tmp_path)), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -60,6 +61,7 @@ def test_dry_run_plans_every_stage(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()  # a dry run writes nothing, not even the plan
 
 
+@pytest.mark.slow
 def test_two_years_double_the_jobs(tmp_path: Path) -> None:
     one = job_counts(snakemake("-n", "--configfile", str(run_config(tmp_path)), cwd=tmp_path).stdout)
     two = job_counts(
@@ -78,6 +80,7 @@ def test_two_years_double_the_jobs(tmp_path: Path) -> None:
         ({"s1": {"source": "nowhere"}}, "is not one of"),
     ],
 )
+@pytest.mark.slow
 def test_bad_config_stops_before_any_job(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
     res = snakemake("-n", "--configfile", str(run_config(tmp_path, **overrides)), cwd=tmp_path)
     assert res.returncode != 0
@@ -104,6 +107,7 @@ def _checkpoint(tmp_path: Path, kind: str) -> Path:
         ("other-family", "v1.1", "CheckpointError", "is a v2 student checkpoint"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_checkpoint_fails_the_dry_run(tmp_path: Path, kind: str, family: str, error: str, message: str) -> None:
     model = {"checkpoint": str(_checkpoint(tmp_path, kind)), "family": family}
     res = snakemake("-n", "--configfile", str(run_config(tmp_path, model=model)), cwd=tmp_path)
