@@ -180,6 +180,7 @@ def test_float32_product_within_half_a_step(tmp_path: Path, offline: list[str]) 
     assert offline == []
 
 
+@pytest.mark.slow
 def test_geotessera_tools_read_the_export(tmp_path: Path) -> None:
     """geotessera's CLI (info, coverage) and its registry tool (check, scan) accept the export."""
     product = write_product(tmp_path)
@@ -283,6 +284,7 @@ def test_demo_run_export_round_trip(base_run: Path, tmp_path: Path, offline: lis
     print(f"export: {len(tiles)} tiles, {size / 1e6:.1f} MB, {size / 1e6 / len(tiles):.1f} MB per tile")
 
 
+@pytest.mark.slow
 def test_snakemake_target_plans_one_export_per_year(tmp_path: Path) -> None:
     from tests.test_workflow import job_counts, run_config, snakemake
 
