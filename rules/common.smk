@@ -79,14 +79,24 @@ def year_stack_qa(wildcards):
 
 
 def product_files(year):
-    """Named products of one year: COG, STAC Item, quicklook and (int8) the scales COG."""
-    files = {"cog": R.product(year), "item": R.product(year, ".json"), "quicklook": R.product(year, "_quicklook.png")}
+    """Named products of one year: COG, STAC Item, quicklook, observation counts and (int8) the scales COG."""
+    files = {
+        "cog": R.product(year),
+        "item": R.product(year, ".json"),
+        "quicklook": R.product(year, "_quicklook.png"),
+        "counts": R.product(year, "_counts.tif"),
+    }
     return {**files, "scales": R.product(year, "_scales.tif")} if INT8 else files
 
 
 def tile_exports():
     """Every chunk's reference-layout tile directories, every year."""
     return [R.tiles(year, c) for year in YEARS for c in CHUNKS]
+
+
+def geotessera_exports():
+    """Every year's geotessera export directory."""
+    return [R.geotessera(year) for year in YEARS]
 
 
 def all_targets():

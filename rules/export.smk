@@ -1,5 +1,6 @@
 # Exports: formats other tools read. Targets: `snakemake tiles` (reference-layout tile directories;
-# also part of `all` with keep_tiles: true).
+# also part of `all` with keep_tiles: true) and `snakemake geotessera` (geotessera's layout; not part
+# of `all`: it holds whole 0.1-degree tiles, about 100 MB each at 52 N, however small the ROI).
 rule export_tiles:
     input:
         **plan_inputs(tiles=True),
@@ -23,3 +24,27 @@ rule export_tiles:
 rule tiles:
     input:
         tile_exports(),
+
+
+rule export_geotessera:
+    input:
+        **plan_inputs(),
+        **product_files("{year}"),
+    output:
+        directory(R.geotessera("{year}")),
+    log:
+        R.log("export_geotessera", "{year}"),
+    params:
+        plan_dir=plan_dir,
+        version=S.version("export_geotessera"),
+    conda:
+        "../envs/tessera.yaml"
+    shell:
+        "tessera export geotessera --plan {params.plan_dir} --year {wildcards.year} --cog {input.cog}"
+        " --out {output} &> {log}"
+
+
+rule geotessera:
+    """Target: every year's products in geotessera's layout (`snakemake geotessera`)."""
+    input:
+        geotessera_exports(),

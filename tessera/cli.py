@@ -154,7 +154,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     kind = "s2" if args.product == "s2" else "s1"
     chunk = _plan(args).chunk(args.chunk)
-    run_search(_source(args, kind), chunk, _year(args.year), args.product, Path(args.out))
+    period = _settings(args).get("period")
+    run_search(_source(args, kind), chunk, _year(args.year), args.product, Path(args.out), period=period)
 
 
 def cmd_read_s2(args: argparse.Namespace) -> None:
@@ -164,7 +165,8 @@ def cmd_read_s2(args: argparse.Namespace) -> None:
     plan = _plan(args)
     chunk = plan.chunk(args.chunk)
     source = _source(args, "s2")
-    read_s2(source, plan.mask(chunk.grid), chunk, _year(args.year), Path(args.items), Path(args.out_dir))
+    period = _settings(args).get("period")
+    read_s2(source, plan.mask(chunk.grid), chunk, _year(args.year), Path(args.items), Path(args.out_dir), period=period)
 
 
 def cmd_read_s1(args: argparse.Namespace) -> None:
@@ -175,7 +177,8 @@ def cmd_read_s1(args: argparse.Namespace) -> None:
     chunk = plan.chunk(args.chunk)
     source = _source(args, "s1")
     year = _year(args.year)
-    read_s1(source, plan.mask(chunk.grid), chunk, year, args.orbit, Path(args.items), Path(args.out_dir))
+    period = _settings(args).get("period")
+    read_s1(source, plan.mask(chunk.grid), chunk, year, args.orbit, Path(args.items), Path(args.out_dir), period=period)
 
 
 def cmd_tiles(args: argparse.Namespace) -> None:
@@ -279,11 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, training, evaluation).
+#: Modules that register their own subcommands with ``add_cli(subparsers)`` (demo, servers, exports,
+#: training, evaluation).
 _EXTRA_COMMANDS: list[str] = [
     "tessera.testing.world",
     "tessera.testing.servers",
     "tessera.testing.demo",
+    "tessera.export.cli",
     "tessera.train.cli",
     "tessera.evaluate.cli",
 ]

@@ -129,7 +129,8 @@ def _fill(
             scales[dst[1:]] = np.where(ok, sc, np.nan)
         else:
             v = np.array(_open_tile(t.data, t.label, need, np.dtype(np.float32))[src_rows, src_cols])
-            v[~np.isfinite(v).all(axis=-1)] = np.nan  # a pixel is nodata as a whole vector
+            # a pixel is nodata as a whole vector: the tiles' all-zero vector (the reference's), or any NaN
+            v[~np.isfinite(v).all(axis=-1) | ~v.any(axis=-1)] = np.nan
             values[dst] = np.moveaxis(v, -1, 0)
     outside = inside == 0
     values[:, outside] = INT8_NODATA if int8 else np.nan

@@ -109,6 +109,12 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
             f"years {bad} outside the mission years {FIRST_YEAR}..{hi}: Sentinel-1/2 full-year archives "
             f"exist from {FIRST_YEAR} to last year; fix `years` in the config"
         )
+    _check_period(cfg, hi, today)
+    if "offset_rule" in cfg["s1"]:
+        raise ConfigError(
+            "s1.offset_rule: the +1000 offset is a Sentinel-2 matter; "
+            "remove it from the s1 section (set s2.offset_rule instead)"
+        )
     for key in ("s2", "s1"):
         src = cfg[key]
         if src["source"] == "stac" and not ("url" in src and "collection" in src):
@@ -118,6 +124,26 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
     if cfg["s1"]["source"] == "earth-search":
         raise ConfigError("s1.source 'earth-search' serves only Sentinel-2: use planetary-computer, opera or stac")
     return cfg
+
+
+def _check_period(cfg: Mapping[str, Any], last: int, today: dt.date | None) -> None:
+    """``period`` is a month-day, and with it every year's window has ended (`PeriodError`, `ConfigError`)."""
+    from tessera.period import window
+
+    period = cfg.get("period")
+    if period is None:
+        return
+    today = today or dt.date.today()
+    windows = [window(y, period) for y in cfg["years"]]  # PeriodError if period is not a month-day
+    open_ = [w.label for w in windows if w.end >= today]
+    if open_:
+        ended = last
+        while window(ended, period).end >= today:
+            ended -= 1
+        raise ConfigError(
+            f"the window(s) {', '.join(open_)} of period {period!r} have not ended yet (today is {today}): "
+            f"with this period the last year whose window has ended is {ended}; fix `years` or `period`"
+        )
 
 
 def validate_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,6 +232,8 @@ class SourceConfig:
     """Band name -> asset key overrides."""
     harmonised: bool | None = None
     """S2: whether the source already removed the baseline offset (None: the provider's default)."""
+    offset_rule: str | None = None
+    """S2: how the baseline offset is decided (None: ``processing-baseline``; `tessera.s2.OFFSET_RULES`)."""
     sign: str | None = None
     """How asset URLs are signed at read time (None: the provider's default)."""
     resampling: str | None = None
@@ -221,13 +249,15 @@ class SourceConfig:
             collection=d.get("collection"),
             assets=MappingProxyType(dict(assets)) if assets is not None else None,
             harmonised=d.get("harmonised"),
+            offset_rule=d.get("offset_rule"),
             sign=d.get("sign"),
             resampling=d.get("resampling"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The section as written in a config file (unset keys left out)."""
-        out = {k: getattr(self, k) for k in ("source", "url", "collection", "harmonised", "sign", "resampling")}
+        keys = ("source", "url", "collection", "harmonised", "offset_rule", "sign", "resampling")
+        out = {k: getattr(self, k) for k in keys}
         if self.assets is not None:
             out["assets"] = dict(self.assets)
         return {k: v for k, v in out.items() if v is not None}
@@ -253,6 +283,8 @@ class ModelConfig:
     """GPU pixels per forward pass (None: from free memory)."""
     repeats: int
     """Sampled sequences averaged per pixel (v1.0 family)."""
+    nodata_policy: str
+    """``reference`` or ``strict``: which pixels are embedded (`tessera.nodata`)."""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
@@ -270,6 +302,7 @@ class Config:
 
     roi: str
     years: tuple[int, ...]
+    period: str | None
     results_dir: str
     resolution: float
     chunk_size_m: float
@@ -287,6 +320,7 @@ class Config:
         return cls(
             roi=str(d["roi"]),
             years=tuple(int(y) for y in d["years"]),
+            period=d["period"],
             results_dir=str(d["results_dir"]),
             resolution=float(d["resolution"]),
             chunk_size_m=float(d["chunk_size_m"]),

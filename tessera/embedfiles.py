@@ -2,11 +2,16 @@
 
 For tile ``x0_y0_x1_y1`` of an inference job's directory (`tessera.results.Results.embeddings`):
 
-* ``<tile>.npy``: int8 codes ``(h, w, D)`` (q = 0 at nodata), or float32 ``(h, w, D)`` (NaN at nodata),
-  covering the tile's real pixels (``h = y1 - y0``, ``w = x1 - x0``; no padding);
-* ``<tile>_scales.npy`` (int8 only): float32 ``(h, w)`` per-pixel scales (NaN at nodata), value = code x scale;
-* ``<tile>.json``: the sidecar: the model, checkpoint, settings and device that made the tile, and
-  its pixel counts. It is written last, so a tile whose sidecar exists is complete.
+* ``<tile>.npy``: int8 codes ``(h, w, D)``, or float32 ``(h, w, D)``, covering the tile's real pixels
+  (``h = y1 - y0``, ``w = x1 - x0``; no padding);
+* ``<tile>_scales.npy`` (int8 only): float32 ``(h, w)`` per-pixel scales, value = code x scale;
+* ``<tile>.json``: the sidecar: the model, checkpoint, settings and device that made the tile, the
+  nodata policy, and its pixel counts per class. It is written last, so a tile whose sidecar exists
+  is complete.
+
+Nodata is encoded as the reference writes a pixel it did not embed, for every family
+(`tessera.nodata`): an all-zero float32 vector, or code 0 with scale 0 (a real pixel's scale is
+never 0). The stitched products declare their own nodata instead (`tessera.products`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tessera.errors import TileError
 from tessera.infer import InferenceResult
 from tessera.io import save_npy_atomic, write_json_atomic
 from tessera.models.spec import LoadedModel
+from tessera.nodata import encode_nodata_float32, encode_nodata_int8
 from tessera.quantize import quantize
 
 __all__ = ["TileFiles", "read_sidecar", "tile_files", "write_tile_embeddings"]
@@ -57,14 +63,16 @@ def write_tile_embeddings(
         flat = result.embeddings.reshape(-1, result.embeddings.shape[-1])
         keep = result.valid.ravel()
         q = np.zeros(flat.shape, np.int8)
-        scales = np.full(flat.shape[0], np.nan, np.float32)
+        scales = np.zeros(flat.shape[0], np.float32)
         if keep.any():
             qv, sv = quantize(torch.from_numpy(flat[keep]), model.spec.quantisation)
             q[keep], scales[keep] = qv.numpy(), sv.numpy()
-        save_npy_atomic(files.data, q.reshape(result.embeddings.shape))
-        save_npy_atomic(files.scales, scales.reshape(result.valid.shape))
+        shape = result.embeddings.shape
+        codes, sc = encode_nodata_int8(q.reshape(shape), scales.reshape(shape[:-1]), result.valid)
+        save_npy_atomic(files.data, codes)
+        save_npy_atomic(files.scales, sc)
     else:
-        save_npy_atomic(files.data, result.embeddings)
+        save_npy_atomic(files.data, encode_nodata_float32(result.embeddings, result.valid))
     n_valid = int(result.valid.sum())
     write_json_atomic(
         files.meta,
@@ -81,12 +89,15 @@ def write_tile_embeddings(
             "repeats": mcfg.repeats,
             "pipeline_version": tessera.__version__,
             "year": year,
+            "nodata_policy": result.nodata_policy,
+            "nodata_encoding": "code 0, scale 0" if files.scales is not None else "all-zero vector",
             "valid_pixels": n_valid,
             "nodata_pixels": int(result.valid.size) - n_valid,
             "nodata_reasons": {
                 "outside_roi": result.outside_roi,
                 "no_valid_observation": result.no_valid_observation,
             },
+            "pixel_classes": result.pixel_classes,
         },
     )
 

@@ -11,16 +11,20 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataSourceError",
+    "ExportConflictError",
     "GridMismatchError",
     "LabelError",
     "NoScenesError",
     "NoTilesError",
+    "PeriodError",
+    "ProductsMissingError",
     "RoiError",
     "ServerError",
     "TesseraError",
     "TileError",
     "TrainingError",
     "TransportError",
+    "UnsupportedProductError",
 ]
 
 
@@ -62,6 +66,26 @@ class CheckpointError(TesseraError):
 
 class ServerError(TesseraError):
     """A local server used by the demo or the tests could not be started."""
+
+
+# The errors below also subclass the matching builtin, so callers that do not know tessera can catch
+# them as the ordinary Python error they are (``except FileNotFoundError``).
+
+
+class PeriodError(ConfigError, ValueError):
+    """``period`` is not a month-day (``MM-DD``) that exists in every year."""
+
+
+class ProductsMissingError(TesseraError, FileNotFoundError):
+    """An export was asked for a year whose stitched products do not exist yet."""
+
+
+class ExportConflictError(TesseraError, FileExistsError):
+    """The export directory already holds a registry or tiles that this export did not write."""
+
+
+class UnsupportedProductError(TesseraError, ValueError):
+    """A product cannot be exported in the requested format (e.g. geotessera reads 128-d embeddings only)."""
 
 
 class ArchitectureError(TesseraError, ValueError):

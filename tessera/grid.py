@@ -34,6 +34,7 @@ __all__ = [
     "Roi",
     "TileSpec",
     "chunk_masks",
+    "grid_covering",
     "load_roi",
     "plan_chunks",
     "plan_tiles",
@@ -442,3 +443,9 @@ def tiles_of_mask(mask: np.ndarray, tile_size: int) -> list[TileSpec]:
 def plan_tiles(roi: Roi, chunk: Chunk, tile_size: int) -> list[TileSpec]:
     """The tiles of ``chunk`` holding at least one ROI pixel, in reference retiler order."""
     return tiles_of_mask(roi.mask(chunk.grid), tile_size)
+
+
+def grid_covering(crs: str, bounds: tuple[float, float, float, float], resolution: float) -> Grid:
+    """The smallest grid in ``crs`` whose pixel edges lie on multiples of ``resolution`` and that holds ``bounds``."""
+    col0, row0, col1, row1 = _snap_bounds(bounds, float(resolution))
+    return Grid(crs, float(resolution), col0, row0, col1 - col0, row1 - row0)

@@ -1,11 +1,12 @@
 """Tile arrays to per-pixel embeddings: nodata, seeded sampling, batching, device streaming, outputs.
 
-Nodata. A pixel is not run through the model, and is NaN in float32 output (q = 0 with a NaN scale
-in int8 output), when it lies outside the ROI (``roi.tiff == 0``) or has no valid observation. For
-the ``random`` sampler (v1.0 family) "no valid observation" means no valid S2 *or* no valid S1
-observation: the reference then falls back to draws over all T dates of the tile, which would make
-the pixel depend on the tile's date set. The bin samplers follow the reference (a modality with no
-observation is fed zeros) except that a pixel with neither modality is nodata.
+Nodata. Which pixels are run through the model is `tessera.nodata.embedded` of the family's sampler
+under ``model.nodata_policy``: ``reference`` embeds the pixels the reference embeds (v1.0 and demo:
+any non-zero S2 value, with the reference's fallback draws over all T for a modality without a valid
+observation; v1.1: every ROI pixel, zeros for a modality without one; v2: either modality), and
+``strict`` only pixels with a valid observation in every modality the family needs (the behaviour of
+earlier releases). Outside the ROI is always nodata. In memory, nodata is NaN
+(`InferenceResult.embeddings`); the files encode it as the reference does (`tessera.embedfiles`).
 
 Determinism. Inputs depend only on the pixel (`tessera.sampling`). On the CPU the model always runs
 on batches of `CPU_FORWARD_BATCH` pixels, the last one padded, because a CPU GEMM's result for one
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tessera import nodata
 from tessera.models.spec import InputSpec, LoadedModel
 from tessera.sampling import Norms, PixelSeries, bin_inputs, pixel_seeds, random_inputs, sequence_lengths
 from tessera.staging import CPU_FORWARD_BATCH, GPU_GRANULE, GPU_MAX_BATCH, Runner, Stager, auto_batch, pixel_series
@@ -50,30 +52,41 @@ class InferenceResult:
     outside_roi: int
     """Pixels with ``roi.tiff == 0``."""
     no_valid_observation: int
-    """ROI pixels without the observations the model family needs."""
+    """ROI pixels not embedded: without the observations the family needs under the policy."""
+    nodata_policy: str
+    """``reference`` or ``strict`` (`tessera.nodata`)."""
+    pixel_classes: dict[str, int]
+    """Pixels per `tessera.nodata.PixelClass` (lower-case names) under the policy."""
     device: str
     """Device the model ran on (``cpu`` or ``cuda``)."""
     precision: str
     """``fp32`` or ``bf16``: what was actually used."""
 
 
-def observation_counts(tile: TileArrays) -> tuple[np.ndarray, np.ndarray]:
-    """Valid S2 and S1 observations per pixel, ``(H, W)`` int64 each (host side, row blocks to bound memory)."""
+#: Per-pixel evidence of a tile: valid S2 observations, valid S1 frames (both orbits), any S2 value != 0.
+Evidence = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def observation_counts(tile: TileArrays) -> Evidence:
+    """``(n_s2, n_s1, s2_any)`` of every pixel (`tessera.nodata.observations`), ``(H, W)`` each.
+
+    Host side, in row blocks to bound memory; it reads every S2 value, so it also pages a
+    memory-mapped tile in.
+    """
     h, w = tile.shape
     n2 = np.zeros((h, w), np.int64)
     n1 = np.zeros((h, w), np.int64)
-    step = max(1, (1 << 22) // max(1, w * max(tile.masks.shape[0], tile.sar_ascending.shape[0], 1)))
+    s2_any = np.zeros((h, w), bool)
+    t = max(tile.masks.shape[0], tile.sar_ascending.shape[0], tile.sar_descending.shape[0], 1)
+    step = max(1, (1 << 22) // max(1, w * t * tile.bands.shape[-1]))
     for r0 in range(0, h, step):
         rows = slice(r0, r0 + step)
         n2[rows] = np.count_nonzero(tile.masks[:, rows], axis=0)
         for sar in (tile.sar_ascending, tile.sar_descending):
             n1[rows] += np.count_nonzero(np.any(sar[:, rows] != 0, axis=-1), axis=0)
-    return n2, n1
-
-
-def _valid_pixels(spec: InputSpec, roi: np.ndarray, n2: np.ndarray, n1: np.ndarray) -> np.ndarray:
-    has_obs = (n2 > 0) & (n1 > 0) if spec.sampling == "random" else (n2 > 0) | (n1 > 0)
-    return (roi > 0) & has_obs
+        if tile.bands.shape[0]:
+            s2_any[rows] = np.any(tile.bands[:, rows] != 0, axis=(0, 3))
+    return n2, n1, s2_any
 
 
 def _embed_chunk(
@@ -86,11 +99,12 @@ def _embed_chunk(
     lengths: tuple[np.ndarray, np.ndarray] | None,
     year: int,
     repeats: int,
+    fallback: bool,
 ) -> torch.Tensor:
     if spec.sampling == "random":
         total: torch.Tensor | None = None
         for r in range(repeats):
-            out = runner(*random_inputs(px, pixel_seeds(cols, rows, year, r), spec, norms))
+            out = runner(*random_inputs(px, pixel_seeds(cols, rows, year, r), spec, norms, fallback=fallback))
             total = out if total is None else total + out
         assert total is not None
         return total / repeats if repeats > 1 else total
@@ -121,7 +135,8 @@ def infer_arrays(
     batch_size: int | None = None,
     repeats: int = 1,
     chunk_pixels: int | None = None,
-    counts: tuple[np.ndarray, np.ndarray] | None = None,
+    counts: Evidence | None = None,
+    nodata_policy: str = "reference",
 ) -> InferenceResult:
     """Embed every valid pixel of tile arrays (in memory or memory-mapped).
 
@@ -136,6 +151,7 @@ def infer_arrays(
         repeats: Sampled sequences averaged per pixel (``random`` sampler only; bin samplers are deterministic).
         chunk_pixels: Pixels moved to the device at once (rounded to whole tile rows); None picks a default.
         counts: `observation_counts` of ``tile`` if already computed (a job prepares the next tile's ahead).
+        nodata_policy: ``reference`` or ``strict`` (`tessera.nodata`), as ``model.nodata_policy``.
 
     Returns:
         The embeddings and the nodata counts.
@@ -143,8 +159,9 @@ def infer_arrays(
     dev = torch.device(device)
     spec = model.spec
     h, w = tile.shape
-    n2, n1 = observation_counts(tile) if counts is None else counts
-    valid = _valid_pixels(spec, tile.roi, n2, n1)
+    n2, n1, s2_any = observation_counts(tile) if counts is None else counts
+    classes = nodata.classify(spec.sampling, nodata_policy, tile.roi, n2, n1, s2_any)
+    valid = nodata.is_embedded(classes)
     outside = int(np.count_nonzero(tile.roi == 0))
     bf16 = dev.type == "cuda" and precision == "bf16"
     result = InferenceResult(
@@ -152,6 +169,8 @@ def infer_arrays(
         valid=valid,
         outside_roi=outside,
         no_valid_observation=h * w - outside - int(valid.sum()),
+        nodata_policy=nodata_policy,
+        pixel_classes=nodata.class_counts(classes),
         device=dev.type,
         precision="bf16" if bf16 else "fp32",
     )
@@ -162,8 +181,9 @@ def infer_arrays(
     if spec.sampling != "random" and repeats > 1:
         logger.info("%s inputs are deterministic: model.repeats %d has no effect", model.family, repeats)
     model.module.to(dev).eval()
+    fallback = spec.sampling == "random" and nodata_policy == "reference"
     with torch.inference_mode():
-        emb = _run(model, tile, valid, (n2, n1), origin, year, dev, bf16, batch_size, repeats, chunk_pixels)
+        emb = _run(model, tile, valid, (n2, n1), origin, year, dev, bf16, batch_size, repeats, chunk_pixels, fallback)
     result.embeddings.reshape(h * w, -1)[np.flatnonzero(valid)] = emb
     return result
 
@@ -180,6 +200,7 @@ def _run(
     batch_size: int | None,
     repeats: int,
     chunk_pixels: int | None,
+    fallback: bool,
 ) -> np.ndarray:
     spec, (h, w) = model.spec, tile.shape
     norms = Norms.from_spec(spec, dev)
@@ -200,7 +221,7 @@ def _run(
         rows = torch.as_tensor(origin[1] + ch.r0 + ys, dtype=torch.int64, device=dev)
         ch_lengths = None if lengths is None else (lengths[0][ch.out], lengths[1][ch.out])
         out[torch.as_tensor(ch.out, device=dev)] = _embed_chunk(
-            runner, spec, norms, px, cols, rows, ch_lengths, year, repeats
+            runner, spec, norms, px, cols, rows, ch_lengths, year, repeats, fallback
         )
         done += len(ch.pix)
         now = time.monotonic()

@@ -26,7 +26,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tessera import models
@@ -34,7 +33,7 @@ from tessera.config import ModelConfig
 from tessera.embedfiles import tile_files, write_tile_embeddings
 from tessera.errors import ConfigError
 from tessera.grid import TileSpec
-from tessera.infer import infer_arrays, observation_counts
+from tessera.infer import Evidence, infer_arrays, observation_counts
 from tessera.plan import StoredPlan, parts
 from tessera.stages import STAGE_VERSIONS
 from tessera.staging import cpu_threads, gpu_batch_size, resolve_device
@@ -123,7 +122,7 @@ def _work_dir(out: Path, stamp: str) -> Path:
 class _Prepared:
     tile: TileSpec
     arrays: TileArrays
-    counts: tuple[np.ndarray, np.ndarray]
+    counts: Evidence
 
 
 def _prepare(stacks: ChunkStacks, plan: StoredPlan, job: InferJob, tile: TileSpec) -> _Prepared:
@@ -131,9 +130,8 @@ def _prepare(stacks: ChunkStacks, plan: StoredPlan, job: InferJob, tile: TileSpe
     chunk = plan.chunk(job.chunk)
     roi = plan.mask(chunk.grid.window(tile.x0, tile.y0, tile.x1 - tile.x0, tile.y1 - tile.y0))
     arrays = stacks.window(tile.x0, tile.y0, tile.x1, tile.y1, roi)
+    # reads every S2 value of the window (s2_any), so the device then reads from memory
     counts = observation_counts(arrays)
-    if arrays.bands.size:
-        arrays.bands.max()  # touches every page of the window: the device then reads from memory
     return _Prepared(tile, arrays, counts)
 
 
@@ -182,6 +180,7 @@ def run_infer_job(job: InferJob, *, on_tile: Callable[[TileSpec], None] | None =
                 batch_size=batch,
                 repeats=mcfg.repeats,
                 counts=ready.counts,
+                nodata_policy=mcfg.nodata_policy,
             )
             write_tile_embeddings(tile_files(work, tile.name, int8), result, model, mcfg, job.year, batch)
             logger.info(
@@ -225,6 +224,7 @@ def embed_tile_dir(mcfg: ModelConfig, s2_source: str, year: int, tile_dir: Path,
         precision=mcfg.precision,
         batch_size=mcfg.batch_size,
         repeats=mcfg.repeats,
+        nodata_policy=mcfg.nodata_policy,
     )
     files = tile_files(out.parent, out.stem, mcfg.output == "int8")
     write_tile_embeddings(files, result, model, mcfg, year, mcfg.batch_size)

@@ -9,8 +9,21 @@ Files for ``out = .../tessera_2022.tif``:
 
 * ``tessera_2022.tif``: D bands ``A00``.. on the ROI grid; int8 codes (nodata -128) or float32 (nodata NaN).
 * ``tessera_2022_scales.tif`` (int8 only): float32 per-pixel scale, nodata NaN; value = code * scale.
+* ``tessera_2022_counts.tif``: uint16 valid S2 and S1 observations per pixel (`tessera.counts`), nodata 65535.
 * ``tessera_2022.json``: STAC Item (``emb:``, ``proj:``, ``processing:``), relative hrefs.
 * ``tessera_2022_quicklook.png``: first three principal components, RGBA.
+
+Nodata. Every COG declares its nodata value in its metadata, so rasterio (``masked=True``), GDAL and
+QGIS mask it. In the int8 product a pixel is nodata as a whole: code -128 in every band and scale
+NaN; neither quantisation rule makes -128 for a real pixel (`tessera.cog.INT8_NODATA`). The tiles
+and the geotessera export use the reference's encoding instead (code 0 and scale 0, or an all-zero
+float32 vector), which is not a valid GeoTIFF nodata declaration for 128 bands of codes.
+
+Tags. ``TESSERA_NODATA_POLICY`` (``reference``) and ``TESSERA_WINDOW`` (an ISO interval of dates)
+are written when the product was made under the reference policy or from a window other than the
+calendar year. A product without them was made with ``strict`` from the calendar year, which is
+what every release before these settings made, so such a product is byte for byte what they made.
+The STAC Item always names both.
 """
 
 from __future__ import annotations
@@ -29,31 +42,34 @@ import pystac.validation
 
 import tessera
 from tessera.cog import TilePlacement, require_cog_driver, to_cog, write_mosaic
+from tessera.counts import write_counts
 from tessera.embedfiles import read_sidecar, tile_files
 from tessera.errors import DataSourceError, TileError
 from tessera.io import atomic_path
 from tessera.layout import PRODUCTS
+from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
 from tessera.results import QA_FILE
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, offline_validator
 
-__all__ = ["MODEL_KEYS", "data_sources", "product_paths", "product_tags", "stitch"]
+__all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "stitch"]
 
 logger = logging.getLogger(__name__)
 
 #: Sidecar keys on which every tile of a product must agree.
-MODEL_KEYS = ("model_family", "checkpoint_sha256", "random_weights", "dimensions", "output")
+MODEL_KEYS = ("model_family", "checkpoint_sha256", "random_weights", "dimensions", "output", "nodata_policy")
 _MODEL_VERSIONS = {"v1.0": "1.0", "v1.0-qat": "1.0-QAT", "v1.1": "1.1", "demo": "demo"}
 
 
 def product_paths(out: Path, int8: bool) -> dict[str, Path]:
-    """The product files that go with the COG ``out``: ``cog``, ``item``, ``quicklook`` and (int8) ``scales``."""
+    """The files that go with the COG ``out``: ``cog``, ``item``, ``quicklook``, ``counts`` and (int8) ``scales``."""
     stem = out.with_suffix("")
     paths = {
         "cog": out,
         "item": stem.with_suffix(".json"),
         "quicklook": stem.with_name(stem.name + "_quicklook.png"),
+        "counts": stem.with_name(stem.name + "_counts.tif"),
     }
     if int8:
         paths["scales"] = stem.with_name(stem.name + "_scales.tif")
@@ -163,9 +179,37 @@ def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
     return {kind: "+".join(sorted(providers)) for kind, providers in seen.items()}
 
 
-def product_tags(model: dict[str, Any], sources: dict[str, str], year: int, quant: str) -> dict[str, str]:
-    """GeoTIFF tags that make a product self-describing (model, checkpoint, data source, versions)."""
+def data_window(plan: StoredPlan, stack_dir: Path, year: int) -> Window:
+    """The window the read steps read (their ``qa.json``), the calendar year if they do not say.
+
+    Raises:
+        DataSourceError: a read record is missing, or two read steps read different windows.
+    """
+    seen: set[str] = set()
+    for chunk in plan.chunks:
+        for product in PRODUCTS:
+            path = stack_dir / chunk.id / product / QA_FILE
+            try:
+                seen.add(str(json.loads(path.read_text()).get("window") or window(year).label))
+            except (OSError, ValueError) as exc:
+                raise DataSourceError(
+                    f"cannot read the read step's record {path} ({exc}); rerun the read job of chunk {chunk.id}"
+                ) from exc
+    if len(seen) != 1:
+        raise DataSourceError(
+            f"the read steps of {year} read different windows ({', '.join(sorted(seen))}); "
+            "rerun the workflow so that every read job runs with the current period"
+        )
+    return parse_window(seen.pop())
+
+
+def product_tags(
+    model: dict[str, Any], sources: dict[str, str], year: int, quant: str, span: Window | None = None
+) -> dict[str, str]:
+    """GeoTIFF tags that make a product self-describing (model, checkpoint, data source, versions, window)."""
     family = str(model["model_family"])
+    span = span or window(year)
+    covers = str(year) if span.is_calendar_year else f"the 12 months {span.label}"
     tags = {
         "TESSERA_MODEL_FAMILY": family,
         "TESSERA_MODEL_VERSION": _model_version(family),
@@ -178,10 +222,16 @@ def product_tags(model: dict[str, Any], sources: dict[str, str], year: int, quan
         "TESSERA_QUANTIZATION": quant,
         "TESSERA_DATASET_VERSION": _model_version(family),
         "TESSERA_DATASET_VARIANT": "tessera-pipeline",
-        "TESSERA_DESCRIPTION": f"TESSERA {family} embeddings of {year}, {model['dimensions']} bands A00..",
+        "TESSERA_DESCRIPTION": f"TESSERA {family} embeddings of {covers}, {model['dimensions']} bands A00..",
     }
     if model["random_weights"]:
         tags["TESSERA_WARNING"] = RANDOM_WARNING
+    # absent = strict and the calendar year: what every earlier release made (module docstring)
+    policy = model.get("nodata_policy")
+    if policy not in (None, "strict"):
+        tags["TESSERA_NODATA_POLICY"] = str(policy)
+    if not span.is_calendar_year:
+        tags["TESSERA_WINDOW"] = span.label
     return tags
 
 
@@ -239,7 +289,7 @@ def stitch(
         year: The year the tiles were embedded for.
         parts: The inference jobs' output directories (``<chunk>/<part>/<tile>.npy`` ...).
         search_dir: ``<chunk>/{s2,s1-ascending,s1-descending}.json`` source ItemCollections (linked).
-        stack_dir: ``<chunk>/<product>/qa.json`` of the read steps.
+        stack_dir: ``<chunk>/<product>/{qa.json,valid_count.npy}`` of the read steps.
         out: The COG to write; the other files are named after it (`product_paths`).
         block_size: COG block side in pixels (multiple of 16).
         window_blocks: Stitching window side in blocks (memory: one window of all bands).
@@ -257,9 +307,10 @@ def stitch(
     paths = product_paths(out, int8)
     links = _source_links(plan, Path(search_dir), out.parent)
     sources = data_sources(plan, Path(stack_dir))
+    span = data_window(plan, Path(stack_dir), year)
     family = str(model["model_family"])
     rule = "v2" if family.startswith("v2") else "v1"
-    tags = product_tags(model, sources, year, _quant_text(int8, rule, paths.get("scales", out).name))
+    tags = product_tags(model, sources, year, _quant_text(int8, rule, paths.get("scales", out).name), span)
     if model["random_weights"]:
         logger.warning("RANDOM WEIGHTS: %s", RANDOM_WARNING)
     grid = plan.grid
@@ -279,8 +330,9 @@ def stitch(
         to_cog(mosaic, tmp["cog"], block_size)
         if scales is not None:
             to_cog(scales, tmp["scales"], block_size)
+        write_counts(plan, Path(stack_dir), tmp["counts"], work, block_size)
         write_quicklook(tmp["cog"], tmp.get("scales"), tmp["quicklook"])
-        names = {"embeddings": "cog", "quicklook": "quicklook", "scales": "scales"}
+        names = {"embeddings": "cog", "quicklook": "quicklook", "scales": "scales", "observation_counts": "counts"}
         info = ProductInfo(
             item_id=out.stem,
             year=year,
@@ -297,6 +349,8 @@ def stitch(
             pipeline_version=tessera.__version__,
             runtime=_runtime(model, sidecars, plan),
             valid_pixels=valid,
+            window=span,
+            nodata_policy=str(model.get("nodata_policy") or "strict"),
             source_links=links,
             assets={asset: paths[key].name for asset, key in names.items() if key in paths},
         )

@@ -1,5 +1,6 @@
 """Per ROI-year QA report: scenes found and used per chunk, valid observations per pixel, nodata
-pixels and why, retries. Written as Markdown with a small PNG map of valid-observation counts.
+pixels and why, pixels per nodata-policy class (`tessera.nodata.PixelClass`), retries. Written as
+Markdown with a small PNG map of valid-observation counts.
 
 Memory is bounded by one chunk: the statistics come from per-chunk histograms and the map is
 downsampled chunk by chunk.
@@ -21,6 +22,7 @@ from tessera import __version__
 from tessera.embedfiles import read_sidecar
 from tessera.io import atomic_path
 from tessera.layout import PRODUCTS
+from tessera.nodata import PixelClass
 from tessera.plan import StoredPlan
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 
@@ -123,6 +125,46 @@ def _nodata_totals(parts: Sequence[Path]) -> dict[str, int]:
     return totals
 
 
+#: What each pixel class means, for the report (`tessera.nodata.PixelClass`).
+_CLASS_TEXT = {
+    PixelClass.EMBEDDED: "embedded from valid S2 and valid S1 observations",
+    PixelClass.EMBEDDED_NO_VALID_S2: "embedded without a valid S2 observation (S2 fallback)",
+    PixelClass.EMBEDDED_NO_VALID_S1: "embedded without a valid S1 observation (S1 fallback)",
+    PixelClass.EMBEDDED_NO_VALID_OBSERVATION: "embedded with neither (both fallbacks)",
+    PixelClass.NODATA: "in the ROI, not embedded (lacks what the policy requires)",
+    PixelClass.OUTSIDE_ROI: "outside the ROI (nodata)",
+}
+
+
+def _class_totals(parts: Sequence[Path]) -> tuple[list[str], dict[str, int]]:
+    """The nodata policies the tiles were made with, and their pixels per class (outside the ROI excluded)."""
+    policies: set[str] = set()
+    totals = {c.name.lower(): 0 for c in PixelClass}
+    for part in parts:
+        for path in sorted(Path(part).glob("*.json")):
+            meta = read_sidecar(path)
+            policies.add(str(meta.get("nodata_policy") or "strict"))
+            for name, n in meta.get("pixel_classes", {}).items():
+                if name != "outside_roi" and name in totals:
+                    totals[name] += int(n)
+    return sorted(policies), totals
+
+
+def _class_lines(parts: Sequence[Path], outside: int) -> list[str]:
+    policies, totals = _class_totals(parts)
+    totals["outside_roi"] = outside
+    lines = [
+        f"## Pixels per class (model.nodata_policy: {', '.join(policies) or 'unknown'})",
+        "",
+        "Per-pixel counts of valid observations ship in the `_counts.tif` product, to mask low-evidence pixels.",
+        "",
+        "| class | pixels | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c.name.lower()} | {totals[c.name.lower()]} | {_CLASS_TEXT[c]} |" for c in PixelClass]
+    return [*lines, ""]
+
+
 def write_qa_report(
     plan: StoredPlan, roi_label: str, year: int, stack_dir: Path, parts: Sequence[Path], out: Path
 ) -> list[tuple[str, str, str, str]]:
@@ -161,6 +203,7 @@ def write_qa_report(
         f"* embedded: {nodata.pop('valid_pixels')}",
         *[f"* nodata, {reason.replace('_', ' ')}: {n}" for reason, n in sorted(nodata.items())],
         "",
+        *_class_lines(parts, nodata["outside_roi"]),
         "## Valid observations per pixel (inside the ROI)",
         "",
         "| product | min | median | max |",

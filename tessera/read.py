@@ -4,6 +4,10 @@ stacked ``.npy`` arrays of the reference layout (reference-spec sections 1.3 to 
 Memory is bounded by one date: the number of dates T is known from the ItemCollection, so each
 output's ``.npy`` header for (T, H, W, C) is written first and every date's block is appended as
 it is finished (T is the outer axis, so a date is one contiguous block). Nothing grows with T.
+
+Day of year counts from the first day of the year's window (`tessera.period`): the calendar
+ordinal by default, day 1 = the ``period`` month-day otherwise. A scene dated outside the window
+is skipped and recorded (the search already leaves such scenes out).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tessera.errors import DataSourceError, GridMismatchError
 from tessera.grid import Chunk, Grid
 from tessera.io import atomic_path, write_json_atomic
 from tessera.layout import S1_BANDS, S2_BANDS
+from tessera.period import Window, window
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 from tessera.sources import DataSource, resolve_source
 from tessera.transport import (
@@ -95,6 +100,7 @@ class ReadQa:
     scenes_used: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)
+    window: str = ""
     valid_pixels: dict[str, int] = field(default_factory=dict)
     offset_removed: list[str] = field(default_factory=list)
     stats: RetryStats = field(default_factory=RetryStats)
@@ -111,6 +117,7 @@ class ReadQa:
             "scenes_used_ids": self.scenes_used,
             "scenes_skipped": self.skipped,
             "dates": self.dates,
+            "window": self.window,
             "valid_pixels_per_date": self.valid_pixels,
             "baseline_offset_removed": self.offset_removed,
             "retries": self.stats.retries,
@@ -136,6 +143,18 @@ def _read_items(path: Path) -> list[pystac.Item]:
     except (OSError, ValueError, KeyError) as exc:
         raise DataSourceError(f"{path} is not a readable ItemCollection ({exc}); re-run the search step") from None
     return sorted(collection.items, key=_order)
+
+
+def _in_window(items: Sequence[pystac.Item], span: Window, qa: ReadQa) -> list[pystac.Item]:
+    """The items acquired (UTC date) inside ``span``; the others are recorded as skipped."""
+    kept = []
+    for item in items:
+        day = item_time(item).date()
+        if span.contains(day):
+            kept.append(item)
+        else:
+            qa.skipped.append({"id": item.id, "reason": f"acquired {day}, outside the window {span.label}"})
+    return kept
 
 
 def group_by_date(items: Sequence[pystac.Item]) -> list[tuple[str, list[pystac.Item]]]:
@@ -268,22 +287,28 @@ def read_s2(
     items: Path,
     out_dir: Path,
     policy: RetryPolicy | None = None,
+    period: str | None = None,
 ) -> None:
     """Read a chunk's Sentinel-2 items into ``out_dir``/{bands,masks,doys}.npy and ``qa.json``.
 
     ``roi_mask`` is the chunk's ROI mask (`tessera.plan.StoredPlan.mask`): pixels outside are 0.
+    ``period`` is the first month-day of the year's window (None: the calendar year). The +1000
+    offset is removed per item by the source's ``offset_rule`` (`tessera.s2.offset_applies`).
 
     Raises:
-        DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries.
+        DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries;
+        PeriodError: ``period`` is not a month-day.
     """
     install_redaction()
     source = resolve_source(source_cfg, "s2")
+    span = window(year, period)
     scl_key = source.asset("SCL")
     keys = [source.asset(b) for b in S2_BANDS] + [scl_key]
     resampling = {scl_key: "nearest", "*": "bilinear"}
     found = _read_items(items)
-    dates = group_by_date(found)
-    qa = ReadQa("s2", chunk.id, year, source.describe(), scenes_found=len(found), dates=[d for d, _ in dates])
+    qa = ReadQa("s2", chunk.id, year, source.describe(), scenes_found=len(found), window=span.label)
+    dates = group_by_date(_in_window(found, span, qa))
+    qa.dates = [d for d, _ in dates]
     h, w = chunk.grid.shape
     t = len(dates)
     log.info("S2 chunk %s %d: %d scenes on %d dates", chunk.id, year, len(found), t)
@@ -298,7 +323,8 @@ def read_s2(
                 if data is None:
                     continue
                 spectral = data[:-1]
-                if s2.needs_offset(item.properties, source.harmonised):
+                acquired = item_time(item).date()
+                if s2.offset_applies(source.offset_rule, item.properties, source.harmonised, acquired):
                     spectral = s2.apply_baseline_offset(spectral)
                     qa.offset_removed.append(item.id)
                 merger.add(spectral, data[-1])
@@ -316,7 +342,7 @@ def read_s2(
                 len(group),
                 qa.valid_pixels[date],
             )
-        doys = np.array([s2.day_of_year(d) for d, _ in dates], dtype="<u2")
+        doys = np.array([span.day_of_year(d) for d, _ in dates], dtype="<u2")
         _save_small(doys_p, doys)
     _save_small(out_dir / VALID_COUNT_FILE, counts)
     write_json_atomic(out_dir / QA_FILE, qa.to_dict())
@@ -336,22 +362,25 @@ def read_s1(
     items: Path,
     out_dir: Path,
     policy: RetryPolicy | None = None,
+    period: str | None = None,
 ) -> None:
     """Read a chunk's Sentinel-1 items of one orbit into ``out_dir``/sar_<orbit>{,_doy}.npy and ``qa.json``.
 
-    ``roi_mask`` is the chunk's ROI mask: pixels outside are 0.
+    ``roi_mask`` is the chunk's ROI mask: pixels outside are 0. ``period`` as for `read_s2`.
 
     Raises:
-        DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries.
+        DataSourceError: the ItemCollection is unreadable; TransportError: a read failed after retries;
+        PeriodError: ``period`` is not a month-day.
     """
     install_redaction()
     source = resolve_source(source_cfg, "s1")
+    span = window(year, period)
     keys = [source.asset(b) for b in S1_BANDS]
     resampling = {"*": source.resampling}
     found = _read_items(items)
-    qa = ReadQa(f"s1-{orbit}", chunk.id, year, source.describe(), scenes_found=len(found))
+    qa = ReadQa(f"s1-{orbit}", chunk.id, year, source.describe(), scenes_found=len(found), window=span.label)
     kept = []
-    for item in found:
+    for item in _in_window(found, span, qa):
         state = str(item.properties.get("sat:orbit_state", "")).lower()
         if state == orbit:
             kept.append(item)
@@ -388,6 +417,6 @@ def read_s1(
                 len(group),
                 qa.valid_pixels[date],
             )
-        _save_small(doy_p, np.array([s2.day_of_year(d) for d, _ in dates], dtype="<i2"))
+        _save_small(doy_p, np.array([span.day_of_year(d) for d, _ in dates], dtype="<i2"))
     _save_small(out_dir / VALID_COUNT_FILE, counts)
     write_json_atomic(out_dir / QA_FILE, qa.to_dict())

@@ -15,7 +15,8 @@ to find files inside the directories a job is given. Nothing else spells out a r
     <root>/<year>/stack/<chunk>/<product>/{valid_count.npy,qa.json}
     <root>/<year>/embeddings/<chunk>/<part>/<tile>{.npy,_scales.npy,.json}
     <root>/<year>/tiles/<chunk>/<tile>/        reference-layout tile directories (an export)
-    <root>/<year>/products/tessera_<year>{.tif,_scales.tif,.json,_quicklook.png,_qa.md,_qa_counts.png}
+    <root>/<year>/geotessera/                  the year's products in geotessera's layout (an export)
+    <root>/<year>/products/tessera_<year>{.tif,_scales.tif,_counts.tif,.json,_quicklook.png,_qa.md,_qa_counts.png}
     <root>/train/{encoder.pt,checkpoint.pt,train.json}  the `train` target
     <root>/logs/<rule>/...
 """
@@ -119,6 +120,10 @@ class Results:
     def tiles(self, year: int | str, chunk: str) -> str:
         """A chunk's reference-layout tile directories (export)."""
         return self._p(str(year), "tiles", chunk)
+
+    def geotessera(self, year: int | str) -> str:
+        """A year's geotessera export directory (`tessera.export.geotessera`)."""
+        return self._p(str(year), "geotessera")
 
     def product(self, year: int | str, suffix: str = ".tif") -> str:
         """A product file: ``tessera_<year><suffix>``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,10 +17,15 @@ from tessera.layout import SCL_INVALID
 __all__ = [
     "BASELINE_OFFSET",
     "OFFSET_BASELINE",
+    "OFFSET_RULES",
+    "REFERENCE_CUTOVER",
     "DateMerger",
+    "OffsetRule",
     "apply_baseline_offset",
     "day_of_year",
     "needs_offset",
+    "needs_offset_by_date",
+    "offset_applies",
     "scl_valid",
     "to_uint16",
 ]
@@ -29,6 +34,13 @@ __all__ = [
 BASELINE_OFFSET = 1000.0
 #: First processing baseline that carries the offset.
 OFFSET_BASELINE = (4, 0)
+
+#: How the offset decision is made (config ``s2.offset_rule``): from the item's processing baseline
+#: (the physical rule, default) or from the acquisition date as the reference decides it.
+OffsetRule = Literal["processing-baseline", "acquisition-date"]
+OFFSET_RULES: tuple[str, ...] = ("processing-baseline", "acquisition-date")
+#: The reference removes the offset from acquisitions strictly after this UTC date (reference-spec 1.3).
+REFERENCE_CUTOVER = dt.date(2022, 1, 25)
 
 _INVALID = np.array(sorted(SCL_INVALID), dtype=np.float32)
 
@@ -59,6 +71,37 @@ def needs_offset(properties: Mapping[str, Any], harmonised: bool) -> bool:
     if harmonised:
         return properties.get("earthsearch:boa_offset_applied") is False
     return True
+
+
+def needs_offset_by_date(acquired: dt.date, harmonised: bool) -> bool:
+    """The reference's rule: remove the offset iff the acquisition's UTC date is after 2022-01-25.
+
+    The reference applies it on the Planetary Computer path only and never on Earth Search
+    (reference-spec 1.3); here that is "not ``harmonised``" (a source whose values still carry the
+    offset), so a ``stac`` source that is not harmonised behaves like the Planetary Computer. The
+    item's properties are not looked at: reprocessed pre-2022 items (baseline 05.xx) keep their
+    offset, acquisitions on the cut-over day keep it, and items without a baseline after it lose it.
+    """
+    return not harmonised and acquired > REFERENCE_CUTOVER
+
+
+def offset_applies(rule: str, properties: Mapping[str, Any], harmonised: bool, acquired: dt.date) -> bool:
+    """Whether to remove the offset from one item under ``rule`` (`OFFSET_RULES`).
+
+    Args:
+        rule: ``processing-baseline`` (`needs_offset`) or ``acquisition-date`` (`needs_offset_by_date`).
+        properties: The item's STAC properties.
+        harmonised: The source already removed the offset (`tessera.sources.DataSource.harmonised`).
+        acquired: The item's UTC acquisition date.
+
+    Raises:
+        ValueError: ``rule`` is not one of `OFFSET_RULES`.
+    """
+    if rule == "processing-baseline":
+        return needs_offset(properties, harmonised)
+    if rule == "acquisition-date":
+        return needs_offset_by_date(acquired, harmonised)
+    raise ValueError(f"unknown s2 offset rule {rule!r}; use one of {list(OFFSET_RULES)}")
 
 
 def apply_baseline_offset(bands: np.ndarray) -> np.ndarray:

@@ -11,6 +11,11 @@ Three samplers, chosen by `tessera.models.spec.InputSpec.sampling`:
   replacement" takes the observations with the smallest keys; "with replacement" draws slot ``j`` as
   ``floor(u_j * n_valid)`` over the pixel's valid observations in time order. A pixel therefore gets
   the same sequence whatever the tiling, the chunk's date set, the batch, the run or the device.
+  With ``fallback`` (``model.nodata_policy: reference``) a pixel without a valid observation in a
+  modality draws over all T of that modality instead, as the reference does; an orbit with no frame
+  at all then contributes one all-zero frame on day 180 (the reference's v1.0-QAT dataset). Such a
+  pixel's inputs depend on the dates of its chunk (the reference's: of its whole ROI), which no
+  seed can avoid; pixels with valid observations draw exactly as without ``fallback``.
 * ``bins-v1.1``: all valid observations resampled to a length bin with the reference's
   ``build_resample_indices`` (reference-spec 4.2).
 * ``bins-v2``: the same with the v2 students' ``_pad_pattern`` (reference-spec 5.1).
@@ -30,6 +35,7 @@ import torch
 from tessera.models.spec import InputSpec
 
 __all__ = [
+    "EMPTY_ORBIT_DOY",
     "Norms",
     "PixelSeries",
     "bin_inputs",
@@ -42,6 +48,7 @@ __all__ = [
     "resample_ranks",
     "sequence_lengths",
     "valid_order",
+    "with_empty_orbit_frames",
 ]
 
 _M32 = 0xFFFFFFFF
@@ -241,16 +248,56 @@ def _s1_features(px: PixelSeries, idx: torch.Tensor, norms: Norms) -> torch.Tens
     return torch.cat(((raw - norms.s1_mean[orbit]) / norms.s1_den[orbit], doy), dim=-1)
 
 
+#: Day of year of the all-zero frame that stands in for an orbit without frames (reference-spec 4.1).
+EMPTY_ORBIT_DOY = 180
+
+
+def with_empty_orbit_frames(px: PixelSeries) -> PixelSeries:
+    """``px`` with one all-zero, invalid frame (day `EMPTY_ORBIT_DOY`) for each orbit that has no frame.
+
+    The ascending stand-in goes first and the descending one last, keeping "ascending block, then
+    descending block"; the frames of a pixel's valid observations keep their order.
+    """
+    n_asc = int((px.s1_desc == 0).sum())
+    n_desc = int(px.s1_desc.shape[0]) - n_asc
+    if n_asc and n_desc:
+        return px
+    n, dev = px.s1.shape[0], px.s1.device
+    s1, valid, doy, desc = [px.s1], [px.s1_valid], [px.s1_doy], [px.s1_desc]
+    for orbit, missing in ((0, not n_asc), (1, not n_desc)):
+        if missing:
+            at = 0 if orbit == 0 else len(s1)  # ascending stand-in first, descending last
+            s1.insert(at, px.s1.new_zeros((n, 1, px.s1.shape[2])))
+            valid.insert(at, px.s1_valid.new_zeros((n, 1)))
+            doy.insert(at, torch.full((1,), EMPTY_ORBIT_DOY, dtype=torch.int64, device=dev))
+            desc.insert(at, torch.full((1,), orbit, dtype=torch.int64, device=dev))
+    return PixelSeries(
+        px.s2, px.s2_valid, px.s2_doy, torch.cat(s1, 1), torch.cat(valid, 1), torch.cat(doy), torch.cat(desc)
+    )
+
+
+def _or_all(valid: torch.Tensor) -> torch.Tensor:
+    """Each pixel's valid observations, or all T of them if it has none (the reference's fallback)."""
+    return valid | ~valid.any(1, keepdim=True)
+
+
 def random_inputs(
-    px: PixelSeries, seeds: torch.Tensor, spec: InputSpec, norms: Norms
+    px: PixelSeries, seeds: torch.Tensor, spec: InputSpec, norms: Norms, *, fallback: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s2 (N, s2_steps, 11), s1 (N, s1_steps, 3))`` float32 model inputs of the ``random`` sampler.
 
-    Every pixel needs >= 1 valid S2 and >= 1 valid S1 observation (the caller marks others nodata).
+    Without ``fallback`` every pixel needs >= 1 valid S2 and >= 1 valid S1 observation (the caller
+    marks others nodata). With it, a pixel without a valid observation in a modality draws over all
+    T of that modality (`with_empty_orbit_frames` supplies S1 frames where an orbit has none); S2
+    needs T >= 1, which every pixel the reference embeds has.
     """
-    s2_idx = random_steps(px.s2_valid, px.s2_doy, combine(seeds, _S2_SALT), spec.s2_steps)
+    s2_valid = _or_all(px.s2_valid) if fallback else px.s2_valid
+    if fallback:
+        px = with_empty_orbit_frames(px)
+    s1_valid = _or_all(px.s1_valid) if fallback else px.s1_valid
+    s2_idx = random_steps(s2_valid, px.s2_doy, combine(seeds, _S2_SALT), spec.s2_steps)
     s1_keys = px.s1_desc * 512 + px.s1_doy
-    s1_idx = random_steps(px.s1_valid, s1_keys, combine(seeds, _S1_SALT), spec.s1_steps)
+    s1_idx = random_steps(s1_valid, s1_keys, combine(seeds, _S1_SALT), spec.s1_steps)
     return _s2_features(px, s2_idx, norms), _s1_features(px, s1_idx, norms)
 
 

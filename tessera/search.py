@@ -1,5 +1,8 @@
 """STAC search of one product for one chunk and year, written as an unsigned ItemCollection.
 
+The year's window (`tessera.period`: the calendar year, or 12 months from ``period``) sets the
+search's datetime interval; items whose UTC date lies outside it are dropped on the client too.
+
 No cloud filter and no coverage threshold: which dates a pixel gets must depend only on that
 pixel, never on the chunk it was processed in (reference-spec section 8.1).
 """
@@ -19,6 +22,7 @@ from tessera.errors import ConfigError, DataSourceError
 from tessera.grid import Chunk
 from tessera.io import write_json_atomic
 from tessera.layout import PRODUCTS
+from tessera.period import Window, window
 from tessera.sources import DataSource, resolve_source
 from tessera.transport import RetryPolicy, install_redaction, redact, stac_api_io
 
@@ -48,12 +52,14 @@ def chunk_bbox(chunk: Chunk) -> tuple[float, float, float, float]:
     return float(west), float(south), float(east), float(north)
 
 
-def search_parameters(source: DataSource, chunk: Chunk, year: int, orbit: str | None) -> dict[str, Any]:
-    """Keyword arguments of ``pystac_client.Client.search`` for one chunk, year and orbit."""
+def search_parameters(
+    source: DataSource, chunk: Chunk, year: int, orbit: str | None, period: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``pystac_client.Client.search`` for one chunk, year (window) and orbit."""
     params: dict[str, Any] = {
         "collections": [source.collection],
         "bbox": list(chunk_bbox(chunk)),
-        "datetime": f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59.999999Z",
+        "datetime": window(year, period).datetime_range(),
         "limit": PAGE_SIZE,
     }
     if orbit is not None and source.orbit_query:
@@ -67,11 +73,19 @@ def _sort_key(item: pystac.Item) -> tuple[str, str]:
     return item_time(item).isoformat(), item.id
 
 
-def select_items(items: Iterable[pystac.Item], orbit: str | None) -> list[pystac.Item]:
-    """Items of ``orbit`` (checked on the client too: not every API honours ``query``), sorted by (datetime, id)."""
+def select_items(items: Iterable[pystac.Item], orbit: str | None, within: Window | None = None) -> list[pystac.Item]:
+    """Items of ``orbit`` (and in the window ``within``), sorted by (datetime, id).
+
+    Both are checked on the client too: not every API honours ``query``, and a window's last instant
+    is the API's to round.
+    """
+    from tessera.read import item_time
+
     kept: dict[str, pystac.Item] = {}
     for item in items:
         if orbit is not None and str(item.properties.get(ORBIT_PROPERTY, "")).lower() != orbit:
+            continue
+        if within is not None and not within.contains(item_time(item).date()):
             continue
         kept[item.id] = item
     return sorted(kept.values(), key=_sort_key)
@@ -84,17 +98,24 @@ def write_item_collection(items: list[pystac.Item], out: Path, extra: Mapping[st
 
 
 def run_search(
-    source_cfg: SourceConfig, chunk: Chunk, year: int, product: str, out: Path, policy: RetryPolicy | None = None
+    source_cfg: SourceConfig,
+    chunk: Chunk,
+    year: int,
+    product: str,
+    out: Path,
+    policy: RetryPolicy | None = None,
+    period: str | None = None,
 ) -> int:
     """Search ``product`` (``s2``, ``s1-ascending``, ``s1-descending``) over ``chunk`` for ``year``.
 
-    ``source_cfg`` is the config's ``s2`` section for ``s2``, its ``s1`` section otherwise.
+    ``source_cfg`` is the config's ``s2`` section for ``s2``, its ``s1`` section otherwise;
+    ``period`` the window's first month-day (None: the calendar year).
 
     Writes the unsigned, (datetime, id)-sorted ItemCollection to ``out`` (also when empty) and
     returns the number of items.
 
     Raises:
-        ConfigError: unknown product or source.
+        ConfigError: unknown product or source; `PeriodError` if ``period`` is not a month-day.
         DataSourceError: the STAC API failed after retries or answered something unusable.
     """
     from pystac_client import Client
@@ -103,7 +124,8 @@ def run_search(
     install_redaction()
     kind, orbit = _product_kind(product)
     source = resolve_source(source_cfg, kind)
-    params = search_parameters(source, chunk, year, orbit)
+    span = window(year, period)
+    params = search_parameters(source, chunk, year, orbit, period)
     log.info("searching %s %s for chunk %s, %d, bbox %s", source.url, source.collection, chunk.id, year, params["bbox"])
     try:
         client = Client.open(source.url, stac_io=stac_api_io(policy))  # type: ignore[arg-type]
@@ -117,7 +139,7 @@ def run_search(
             f"STAC search of {source.collection} at {source.url} failed: {detail}; check that {kind}.url is a "
             f"STAC API root and {kind}.collection exists, or re-run later if the service is down"
         ) from None
-    items = select_items(found, orbit)
+    items = select_items(found, orbit, span)
     if not items:
         log.warning("no %s items for chunk %s in %d: writing an empty collection", product, chunk.id, year)
     meta = {"product": product, "chunk": chunk.id, "year": year, **params, "source": source.describe()}

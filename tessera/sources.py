@@ -1,7 +1,7 @@
 """Data providers as values: one `DataSource` per configured source, passed down to search and read.
 
 A provider's defaults (STAC API, collection, asset keys, harmonisation, signing, resampling) are
-stated once here; the config keys ``url``, ``collection``, ``assets``, ``harmonised``, ``sign`` and
+stated once here; the config keys ``url``, ``collection``, ``assets``, ``harmonised``, ``offset_rule``, ``sign`` and
 ``resampling`` of the config's ``s2`` / ``s1`` sections (`tessera.config.SourceConfig`) override
 them. Signing and credentials are applied
 at read time only (`DataSource.href_patcher`, `DataSource.gdal_options`): stored items stay unsigned.
@@ -117,6 +117,8 @@ class DataSource:
     """``none`` or ``earthdata`` (bearer token header for GDAL at read time)."""
     orbit_query: bool = True
     """S1: whether the API understands ``query={"sat:orbit_state": ...}``."""
+    offset_rule: str = "processing-baseline"
+    """S2: how the +1000 offset is decided per item (`tessera.s2.offset_applies`)."""
 
     def asset(self, band: str) -> str:
         """The collection's asset key of our band name ``band``."""
@@ -158,6 +160,7 @@ class DataSource:
             "harmonised": self.harmonised,
             "sign": self.sign,
             "resampling": self.resampling,
+            **({"offset_rule": self.offset_rule} if self.kind == "s2" else {}),
         }
 
 
@@ -196,6 +199,7 @@ def resolve_source(src_cfg: SourceConfig, kind: str) -> DataSource:
         resampling=str(merged.get("resampling", "nearest" if kind == "s1" else "bilinear")),
         auth=str(merged.get("auth", "none")),
         orbit_query=bool(merged.get("orbit_query", True)),
+        offset_rule=str(merged.get("offset_rule", "processing-baseline")),
     )
 
 

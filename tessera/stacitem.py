@@ -25,6 +25,7 @@ from pystac.validation import JsonSchemaSTACValidator
 from shapely.geometry import box, mapping, shape
 
 from tessera.grid import Grid
+from tessera.period import Window
 
 __all__ = [
     "EMB_SCHEMA_URI",
@@ -172,10 +173,14 @@ class ProductInfo:
     runtime: dict[str, Any]
     """Runtime parameters (dimensions, output, precision, devices, batch size, repeats)."""
     valid_pixels: int
+    window: Window
+    """The 12 months embedded (the calendar year by default)."""
+    nodata_policy: str
+    """``reference`` or ``strict``: which pixels were embedded."""
     source_links: list[tuple[str, str, int]]
     """``(relative href, title, scene count)`` per source ItemCollection."""
     assets: dict[str, str]
-    """Relative hrefs: ``embeddings``, ``quicklook`` and (int8) ``scales``."""
+    """Relative hrefs: ``embeddings``, ``quicklook``, ``observation_counts`` and (int8) ``scales``."""
 
 
 def _footprint(grid: Grid) -> dict[str, Any]:
@@ -183,12 +188,16 @@ def _footprint(grid: Grid) -> dict[str, Any]:
     return dict(geom)
 
 
+def _covers(w: Window) -> str:
+    return f"the calendar year {w.year}" if w.is_calendar_year else f"the 12 months {w.start} to {w.end}"
+
+
 def _properties(info: ProductInfo, now: dt.datetime) -> dict[str, Any]:
     t = info.grid.transform
     props: dict[str, Any] = {
         "title": f"TESSERA embeddings {info.year}" + (" (RANDOM WEIGHTS DEMO)" if info.random_weights else ""),
         "description": (
-            f"TESSERA {info.model_family} pixel embeddings ({info.dims} dimensions) of the calendar year {info.year} "
+            f"TESSERA {info.model_family} pixel embeddings ({info.dims} dimensions) of {_covers(info.window)} "
             f"from Sentinel-2 L2A ({info.data_source['s2']}) and Sentinel-1 RTC ({info.data_source['s1']}) time series."
         ),
         "data_type": "int8" if info.int8 else "float32",
@@ -203,7 +212,8 @@ def _properties(info: ProductInfo, now: dt.datetime) -> dict[str, Any]:
         "emb:preprocessing": {
             "format": "text",
             "expression": "per-pixel S2 L2A (SCL-masked) and S1 RTC (ascending and descending, scaled dB) time series "
-            "of the year; standardised with the model family's band statistics",
+            f"of {_covers(info.window)} (day of year counted from {info.window.start}); standardised with the "
+            f"model family's band statistics; pixels embedded under nodata policy {info.nodata_policy}",
         },
         "emb:postprocessing": {
             "format": "text",
@@ -217,6 +227,8 @@ def _properties(info: ProductInfo, now: dt.datetime) -> dict[str, Any]:
         "tessera:data_source": info.data_source,
         "tessera:pipeline_version": info.pipeline_version,
         "tessera:year": info.year,
+        "tessera:window": info.window.label,
+        "tessera:nodata_policy": info.nodata_policy,
         "tessera:valid_pixels": info.valid_pixels,
     }
     if info.random_weights:
@@ -253,6 +265,13 @@ def _assets(info: ProductInfo) -> dict[str, pystac.Asset]:
             media_type=pystac.MediaType.PNG,
             roles=["overview", "visual"],
         ),
+        "observation_counts": pystac.Asset(
+            info.assets["observation_counts"],
+            title="valid observations per pixel: band 1 s2_valid (S2 dates), band 2 s1_valid (S1 frames, both orbits)",
+            media_type=_COG,
+            roles=["metadata", "quality"],
+            extra_fields={"nodata": 65535, "data_type": "uint16"},
+        ),
     }
     if info.int8:
         assets["scales"] = pystac.Asset(
@@ -281,8 +300,8 @@ def build_item(info: ProductInfo, now: dt.datetime | None = None) -> dict[str, A
         datetime=None,
         properties=_properties(info, now),
         stac_extensions=[EMB_SCHEMA_URI, PROJ_SCHEMA_URI, PROCESSING_SCHEMA_URI],
-        start_datetime=dt.datetime(info.year, 1, 1, tzinfo=dt.UTC),
-        end_datetime=dt.datetime(info.year, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+        start_datetime=dt.datetime.combine(info.window.start, dt.time(0, 0, 0), tzinfo=dt.UTC),
+        end_datetime=dt.datetime.combine(info.window.end, dt.time(23, 59, 59), tzinfo=dt.UTC),
     )
     for key, asset in _assets(info).items():
         item.add_asset(key, asset)

@@ -28,9 +28,10 @@ STAGE_VERSIONS: dict[str, int] = {
     "read_s2": 1,
     "read_s1": 1,
     "tiles": 1,
-    "infer": 1,
-    "stitch": 1,
-    "qa": 1,
+    "infer": 2,
+    "stitch": 2,
+    "qa": 2,
+    "export_geotessera": 1,
 }
 """Code version of each stage's output. Bump in a release that changes the stage's output."""
 
@@ -45,22 +46,26 @@ def _source(src: SourceConfig, keys: tuple[str, ...] | None = None) -> dict[str,
 def settings(cfg: Config, stage: str) -> dict[str, Any]:
     """The settings that change ``stage``'s output, as a partial config document.
 
-    Stages: ``plan``, ``search-s2``, ``search-s1``, ``read_s2``, ``read_s1``, ``infer``, ``stitch``, ``qa``, ``tiles``.
+    Stages: ``plan``, ``search-s2``, ``search-s1``, ``read_s2``, ``read_s1``, ``infer``, ``stitch``, ``qa``,
+    ``tiles``, ``export_geotessera``.
     """
     if stage == "plan":
         keys = ("roi", "resolution", "chunk_size_m", "max_roi_area_km2")
         return {k: getattr(cfg, k) for k in keys}
+    # the window: its dates are searched and read, and day-of-year counts from its first day; the
+    # calendar year (period unset) adds nothing, so runs made before `period` existed rerun nothing
+    window = {} if cfg.period is None else {"period": cfg.period}
     if stage in ("search-s2", "search-s1"):
         kind = stage.removeprefix("search-")
-        return {kind: _source(cfg.source(kind), _SEARCH_KEYS)}
+        return {kind: _source(cfg.source(kind), _SEARCH_KEYS), **window}
     if stage in ("read_s2", "read_s1"):
         kind = stage.removeprefix("read_")
-        return {kind: _source(cfg.source(kind))}
+        return {kind: _source(cfg.source(kind)), **window}
     if stage == "infer":
         model = {k: v for k, v in cfg.model.to_dict().items() if k not in ("batch_size", "device")}
         # the v1.1 normalisation table is chosen by the S2 provider
         return {"model": model, "s2": {"source": cfg.s2.source}, "tile_size": cfg.tile_size}
-    if stage in ("stitch", "qa", "tiles"):
+    if stage in ("stitch", "qa", "tiles", "export_geotessera"):
         return {}
     raise ValueError(f"unknown stage {stage!r}")
 

@@ -128,6 +128,7 @@ def products(results: Path, year: int = 2022) -> dict[str, Path]:
         "scales": stem.with_name(f"{stem.name}_scales.tif"),
         "item": stem.with_suffix(".json"),
         "quicklook": stem.with_name(f"{stem.name}_quicklook.png"),
+        "counts": stem.with_name(f"{stem.name}_counts.tif"),
         "qa": stem.with_name(f"{stem.name}_qa.md"),
     }
 

@@ -182,6 +182,15 @@ def _stac_without_url(tmp: Path, base: str) -> Run:
     return config_case(tmp, ["s1.source is 'stac'", "s1.url"], s1={"source": "stac"})
 
 
+def _period_not_month_day(tmp: Path, base: str) -> Run:
+    return config_case(tmp, ["period '10/01' is not a month-day", "MM-DD", "'10-01'"], period="10/01")
+
+
+def _offset_rule_in_s1(tmp: Path, base: str) -> Run:
+    s1 = {"source": "planetary-computer", "offset_rule": "acquisition-date"}
+    return config_case(tmp, ["s1.offset_rule", "remove it from the s1 section"], s1=s1)
+
+
 def _config_not_yaml(tmp: Path, base: str) -> Run:
     config = tmp / "config.yaml"
     config.write_text("roi: [unclosed\nyears: 2022\n")
@@ -379,6 +388,28 @@ def _evaluate_single_class(tmp: Path, base: str) -> Run:
     return evaluate_run(tmp, np.full((48, 48), 2), WORLD.transform, ["single class (2)", "two or more classes"])
 
 
+def _export_without_products(tmp: Path, _: str) -> Run:
+    """``tessera export geotessera`` for a year whose products were never made."""
+    out = tmp / "results" / "2022" / "geotessera"
+    argv = ["export", "geotessera", "--config", str(write_config(tmp)), "--year", "2022"]
+    return Run(["no products of 2022 yet", "tessera_2022.tif does not exist", "snakemake"], [out], argv=argv)
+
+
+def _export_other_registry(tmp: Path, _: str) -> Run:
+    """An export into a directory that already holds the registry of another year's export."""
+    from tessera.export.geotessera import export_geotessera
+    from tests.productgen import RES, write_product
+    from tests.productgen import write_config as product_config
+
+    product = write_product(tmp)
+    other = write_product(tmp / "other", year=2023)
+    out = tmp / "geotessera"
+    export_geotessera(load_roi(other.roi, RES), other.cog, 2023, out)
+    argv = ["export", "geotessera", "--config", str(product_config(tmp, product)), "--year", "2022", "--out", str(out)]
+    says = [f"{out} already holds a different registry (4 tile(s) of 2023", "--out"]
+    return Run(says, [out / "global_0.1_degree_representation" / "2022"], argv=argv)
+
+
 CASES = [
     Case("config-unknown-key", "ConfigError", _unknown_key),
     Case("config-wrong-type", "ConfigError", _wrong_type),
@@ -410,6 +441,10 @@ CASES = [
     Case("train-resume-other-architecture", "TrainingError", _train_resume_other_architecture),
     Case("evaluate-labels-outside-roi", "LabelError", _evaluate_labels_outside_roi),
     Case("evaluate-single-class", "LabelError", _evaluate_single_class),
+    Case("export-year-without-products", "ProductsMissingError", _export_without_products),
+    Case("export-dir-holds-other-registry", "ExportConflictError", _export_other_registry),
+    Case("config-period-not-month-day", "PeriodError", _period_not_month_day),
+    Case("config-offset-rule-in-s1", "ConfigError", _offset_rule_in_s1),
 ]
 
 

@@ -105,3 +105,60 @@ def test_config_readme_is_up_to_date() -> None:
 
     readme = Path(__file__).resolve().parents[1] / "config" / "README.md"
     assert readme.read_text() == schema_markdown(), "regenerate with: tessera config-docs > config/README.md"
+
+
+def test_new_keys_default_to_the_earlier_behaviour_or_the_reference() -> None:
+    cfg = validate_config({"roi": "x", "years": [2022]})
+    assert cfg["period"] is None and cfg["model"]["nodata_policy"] == "reference"
+    assert "offset_rule" not in cfg["s2"]  # unset: processing-baseline (a source key, like harmonised)
+
+
+@pytest.mark.parametrize("period", ["10/01", "1-10", "13-01", "04-31", "oct", "02-29", ""])
+def test_period_that_is_not_a_month_day(period: str) -> None:
+    from tessera.errors import PeriodError
+
+    with pytest.raises(PeriodError, match="period"):
+        validate_config({"roi": "x", "years": [2022], "period": period})
+
+
+def test_period_window_must_have_ended() -> None:
+    today = dt.date(2025, 6, 1)
+    ok = validate_config({"roi": "x", "years": [2023], "period": "06-01"}, today=today)
+    assert ok["period"] == "06-01"  # 2023-06-01 .. 2024-05-31
+    with pytest.raises(ConfigError, match=r"2024-10-01/2025-09-30 .* last year whose window has ended is 2023"):
+        validate_config({"roi": "x", "years": [2024], "period": "10-01"}, today=today)
+
+
+def test_offset_rule_is_s2_only() -> None:
+    cfg = validate_config(
+        {"roi": "x", "years": [2022], "s2": {"source": "planetary-computer", "offset_rule": "acquisition-date"}}
+    )
+    assert cfg["s2"]["offset_rule"] == "acquisition-date"
+    with pytest.raises(ConfigError, match=r"s1\.offset_rule"):
+        validate_config({"roi": "x", "years": [2022], "s1": {"source": "opera", "offset_rule": "acquisition-date"}})
+
+
+def test_stage_settings_carry_the_new_keys_only_where_they_change_the_output() -> None:
+    from tessera.config import parse_config
+    from tessera.stages import settings
+
+    base = {"roi": "x", "years": [2022]}
+    plain = parse_config(base)
+    for stage in ("search-s2", "search-s1", "read_s2", "read_s1"):
+        assert "period" not in settings(plain, stage)  # the calendar year: settings as before, nothing reruns
+    assert "offset_rule" not in settings(plain, "read_s2")["s2"]
+    assert settings(plain, "infer")["model"]["nodata_policy"] == "reference"
+    cfg = parse_config(
+        {**base, "period": "10-01", "s2": {"source": "planetary-computer", "offset_rule": "acquisition-date"}},
+        today=dt.date(2025, 1, 1),
+    )
+    for stage in ("search-s2", "search-s1", "read_s2", "read_s1"):
+        assert settings(cfg, stage)["period"] == "10-01", stage
+    for stage in ("plan", "infer", "stitch", "qa", "tiles", "export_geotessera"):
+        assert "period" not in settings(cfg, stage), stage
+    assert settings(cfg, "read_s2")["s2"]["offset_rule"] == "acquisition-date"
+    assert "offset_rule" not in settings(cfg, "search-s2")["s2"]
+    assert (
+        settings(parse_config({**base, "model": {"nodata_policy": "strict"}}), "infer")["model"]["nodata_policy"]
+        == "strict"
+    )

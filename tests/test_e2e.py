@@ -70,6 +70,17 @@ def test_products_are_complete_and_georeferenced(base_run: Path) -> None:
         assert ql.count >= 3 and ql.read(1).std() > 0
     qa = p["qa"].read_text()
     assert "Scenes per chunk" in qa and "1000m_E302000_N5787000" in qa
+    assert "Pixels per class (model.nodata_policy: reference)" in qa
+    assert tags["TESSERA_NODATA_POLICY"] == "reference" and "TESSERA_WINDOW" not in tags
+    with rasterio.open(p["counts"]) as src:
+        counts = src.read(masked=True)
+        assert src.nodata == 65535 and src.descriptions == ("s2_valid", "s1_valid")
+    roi = np.ones((60, 70), bool)
+    roi[:30, :35] = False  # tests/e2e.py write_roi
+    assert np.array_equal(np.ma.getmaskarray(counts[0]), ~roi) and np.array_equal(np.ma.getmaskarray(counts[1]), ~roi)
+    # every pixel with S2 and S1 evidence is embedded (the reference policy embeds a superset of those)
+    s2_valid, s1_valid = counts.filled(0)
+    assert inside[(s2_valid > 0) & (s1_valid > 0)].all()
 
 
 def test_tiles_have_the_reference_layout(base_run: Path) -> None:

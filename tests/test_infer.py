@@ -14,7 +14,7 @@ from torch import nn
 from tessera import models
 from tessera.config import ModelConfig
 from tessera.errors import ConfigError
-from tessera.infer import infer_arrays
+from tessera.infer import infer_arrays, observation_counts
 from tessera.inferjob import embed_tile_dir
 from tessera.models import v1_1, v2
 from tessera.models.spec import InputSpec, LoadedModel
@@ -92,31 +92,55 @@ def test_invariant_to_extra_invalid_dates(demo: LoadedModel, family: str) -> Non
     assert extra.bands.shape[0] == tile.bands.shape[0] + 7
     a = run(model, tile, (grid.col, grid.row))
     b = run(model, extra, (grid.col, grid.row))
-    assert a.tobytes() == b.tobytes()
+    if family != "random":
+        assert a.tobytes() == b.tobytes()
+        return
+    # the reference's fallback draws over all T dates: pixels that use it depend on the date set
+    # (as the reference's depend on its ROI's); pixels with valid S2 and S1 never do
+    n2, n1, _ = observation_counts(tile)
+    data = (tile.roi > 0) & (n2 > 0) & (n1 > 0)
+    fallback = (tile.roi > 0) & ~data
+    assert data.any() and fallback.any()
+    assert a[data].tobytes() == b[data].tobytes()
+    assert not np.array_equal(a[fallback], b[fallback])
+    strict = run(model, extra, (grid.col, grid.row), nodata_policy="strict")
+    assert strict.tobytes() == run(model, tile, (grid.col, grid.row), nodata_policy="strict").tobytes()
 
 
-def test_random_family_nodata(demo: LoadedModel) -> None:
+@pytest.mark.parametrize("policy", ["reference", "strict"])
+def test_random_family_nodata(demo: LoadedModel, policy: str) -> None:
     tile, grid = cut(make_world(24, 12, 12), 0, 0, 12)
-    res = infer_arrays(demo, tile, origin=(grid.col, grid.row), year=YEAR)
+    tile.bands[:, 5:7, 5:7] = 0  # no S2 value at all: not embedded under either policy
+    res = infer_arrays(demo, tile, origin=(grid.col, grid.row), year=YEAR, nodata_policy=policy)
     n2 = tile.masks.sum(0)
     n1 = (tile.sar_ascending != 0).any(-1).sum(0) + (tile.sar_descending != 0).any(-1).sum(0)
-    want = (tile.roi > 0) & (n2 > 0) & (n1 > 0)
+    s2_any = (tile.bands != 0).any(axis=(0, -1))
+    want = (tile.roi > 0) & (s2_any if policy == "reference" else (n2 > 0) & (n1 > 0))
     assert np.array_equal(res.valid, want) and want.any() and (~want & (tile.roi > 0)).any()
     assert np.isnan(res.embeddings[~want]).all() and np.isfinite(res.embeddings[want]).all()
     assert res.outside_roi == int((tile.roi == 0).sum())
     assert res.no_valid_observation == int(((tile.roi > 0) & ~want).sum())
-    assert res.device == "cpu" and res.precision == "fp32"
+    assert res.device == "cpu" and res.precision == "fp32" and res.nodata_policy == policy
+    assert sum(res.pixel_classes.values()) == 144 and res.pixel_classes["outside_roi"] == res.outside_roi
+    fallbacks = res.pixel_classes["embedded_no_valid_s1"] + res.pixel_classes["embedded_no_valid_observation"]
+    assert (fallbacks > 0) == (policy == "reference")
 
 
+@pytest.mark.parametrize("policy", ["reference", "strict"])
 @pytest.mark.parametrize("spec", [v1_1.input_spec("planetary-computer"), v2.input_spec(32)])
-def test_bin_family_nodata_and_dims(spec: InputSpec) -> None:
+def test_bin_family_nodata_and_dims(spec: InputSpec, policy: str) -> None:
     tile, grid = cut(make_world(25, 12, 12), 0, 0, 12)
-    res = infer_arrays(standin(spec, "x"), tile, origin=(grid.col, grid.row), year=YEAR, repeats=3)
+    res = infer_arrays(
+        standin(spec, "x"), tile, origin=(grid.col, grid.row), year=YEAR, repeats=3, nodata_policy=policy
+    )
     n2 = tile.masks.sum(0)
     n1 = (tile.sar_ascending != 0).any(-1).sum(0) + (tile.sar_descending != 0).any(-1).sum(0)
     assert res.embeddings.shape == (12, 12, spec.save_dim)
-    assert np.array_equal(res.valid, (tile.roi > 0) & ((n2 > 0) | (n1 > 0)))
+    # v1.1 under the reference policy embeds every ROI pixel (zero bins); v2 needs one valid modality
+    every = policy == "reference" and spec.sampling == "bins-v1.1"
+    assert np.array_equal(res.valid, (tile.roi > 0) & (every | (n2 > 0) | (n1 > 0)))
     assert ((n1 == 0) & (n2 > 0) & res.valid).any()  # S2-only pixels are embedded, as the reference does
+    assert (((n1 == 0) & (n2 == 0) & res.valid).any()) == every
     assert np.isfinite(res.embeddings[res.valid]).all() and np.isnan(res.embeddings[~res.valid]).all()
 
 
@@ -135,8 +159,8 @@ class Exploding(nn.Module):
         raise AssertionError("the model must not run on an all-nodata tile")
 
 
-def cfg(output: str, device: str = "cpu") -> ModelConfig:
-    return ModelConfig(None, "auto", output, 128, "bf16", device, None, 1)
+def cfg(output: str, device: str = "cpu", policy: str = "reference") -> ModelConfig:
+    return ModelConfig(None, "auto", output, 128, "bf16", device, None, 1, policy)
 
 
 def infer_tile(model: ModelConfig, year: int, tile_dir: Path, out: Path) -> None:
@@ -145,7 +169,8 @@ def infer_tile(model: ModelConfig, year: int, tile_dir: Path, out: Path) -> None
 
 def test_all_nodata_tile(tmp_path: Path) -> None:
     tile, grid = cut(make_world(27, 6, 6), 0, 0, 6)
-    tile = TileArrays(**{**tile.__dict__, "masks": np.zeros_like(tile.masks)})
+    # no valid S2 and not a single S2 value: nodata under both policies of the random family
+    tile = TileArrays(**{**tile.__dict__, "masks": np.zeros_like(tile.masks), "bands": np.zeros_like(tile.bands)})
     res = infer_arrays(standin(models.load(None).spec, "demo"), tile, origin=(0, 0), year=YEAR)
     assert not res.valid.any() and np.isnan(res.embeddings).all()
     model = LoadedModel(Exploding(), "demo", models.load(None).spec, None)
@@ -153,7 +178,8 @@ def test_all_nodata_tile(tmp_path: Path) -> None:
     out = tmp_path / "emb" / "0_0_6_6.npy"
     infer_tile(cfg("int8"), YEAR, write_tile_dir(tmp_path / "0_0_6_6", tile, grid), out)
     q, scales = np.load(out), np.load(tmp_path / "emb" / "0_0_6_6_scales.npy")
-    assert q.dtype == np.int8 and q.shape == (6, 6, 128) and not q.any() and np.isnan(scales).all()
+    # the reference's encoding of pixels it did not embed: code 0 and scale 0
+    assert q.dtype == np.int8 and q.shape == (6, 6, 128) and not q.any() and not scales.any()
     side = json.loads((tmp_path / "emb" / "0_0_6_6.json").read_text())
     assert side["valid_pixels"] == 0 and side["nodata_pixels"] == 36
     outside = int((tile.roi == 0).sum())
@@ -168,14 +194,16 @@ def test_infer_tile_int8_and_float32(tmp_path: Path) -> None:
     f = np.load(tmp_path / "f" / "t.npy")
     q, s = np.load(tmp_path / "q" / "t.npy"), np.load(tmp_path / "q" / "t_scales.npy")
     assert f.dtype == np.float32 and f.shape == (9, 9, 128) and s.dtype == np.float32 and s.shape == (9, 9)
-    ok = np.isfinite(f[..., 0])
-    assert ok.any() and np.array_equal(ok, np.isfinite(s)) and not q[~ok].any()
+    ok = f.any(axis=-1)  # nodata is an all-zero vector (float32) and code 0, scale 0 (int8)
+    assert ok.any() and (~ok).any() and np.array_equal(ok, s > 0) and not q[~ok].any() and not f[~ok].any()
     deq = dequantize(torch.from_numpy(q[ok]), torch.from_numpy(s[ok])).numpy()
     assert (np.abs(deq - f[ok]) <= s[ok][:, None] * (0.5 + 1e-5)).all()
     side = json.loads((tmp_path / "q" / "t.json").read_text())
     assert side["model_family"] == "demo" and side["random_weights"] is True and side["checkpoint_sha256"] is None
     assert side["output"] == "int8" and side["precision"] == "fp32" and side["device"] == "cpu"
-    assert side["year"] == YEAR and side["dimensions"] == 128
+    assert side["year"] == YEAR and side["dimensions"] == 128 and side["nodata_policy"] == "reference"
+    assert side["nodata_encoding"] == "code 0, scale 0"
+    assert sum(side["pixel_classes"].values()) == 81 and side["pixel_classes"]["embedded"] < side["valid_pixels"]
     assert side["valid_pixels"] == int(ok.sum()) and side["valid_pixels"] + side["nodata_pixels"] == 81
     assert not list((tmp_path / "q").glob(".tmp-*"))
 

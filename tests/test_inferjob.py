@@ -22,7 +22,7 @@ from tests.tilegen import World, make_world, write_chunk_stacks, write_roi_raste
 
 YEAR = 2023
 CHUNK_M = 120.0  # 12 px chunks over a 20 x 20 world: 4 chunks, three of them clipped
-MODEL = ModelConfig(None, "auto", "float32", 128, "bf16", "cpu", None, 1)
+MODEL = ModelConfig(None, "auto", "float32", 128, "bf16", "cpu", None, 1, "reference")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _job(plan: StoredPlan, stacks: Path, out: Path, chunk: str, part: str, model
 
 
 def _mosaic(plan: StoredPlan, out_root: Path) -> np.ndarray:
-    """Every tile's float32 embeddings placed on the world grid (NaN where nothing was written)."""
+    """Every tile's float32 embeddings placed on the world grid (NaN at nodata and where nothing was written)."""
     g = plan.grid
     full = np.full((g.height, g.width, 128), np.nan, np.float32)
     for chunk in plan.chunks:
@@ -55,7 +55,9 @@ def _mosaic(plan: StoredPlan, out_root: Path) -> np.ndarray:
             found = list(out_root.glob(f"{chunk.id}/*/{t.name}.npy"))
             assert len(found) == 1, (chunk.id, t.name, found)
             col, row = chunk.grid.window(t.x0, t.y0, 1, 1).offset_in(g)
-            full[row : row + t.y1 - t.y0, col : col + t.x1 - t.x0] = np.load(found[0])
+            emb = np.load(found[0])
+            emb[~emb.any(axis=-1)] = np.nan  # the files' nodata is the reference's all-zero vector
+            full[row : row + t.y1 - t.y0, col : col + t.x1 - t.x0] = emb
     return full
 
 
@@ -127,7 +129,7 @@ def test_work_of_other_settings_is_not_reused(world: World, tmp_path: Path) -> N
 def test_int8_job_and_missing_stack(world: World, tmp_path: Path) -> None:
     plan, stacks = _setup(tmp_path, world, 6)
     chunk = plan.chunks[0].id
-    int8 = ModelConfig(None, "auto", "int8", 128, "bf16", "cpu", None, 1)
+    int8 = ModelConfig(None, "auto", "int8", 128, "bf16", "cpu", None, 1, "reference")
     out = tmp_path / "emb" / chunk / "n2-001"
     assert run_infer_job(_job(plan, stacks, out, chunk, "n2-001", int8)) == 2
     names = sorted(p.name for p in out.iterdir())

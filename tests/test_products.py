@@ -65,8 +65,9 @@ def _write_roi(path: Path) -> None:
         ds.write(mask, 1)
 
 
-def _sidecar(output: str, random_weights: bool) -> dict[str, Any]:
+def _sidecar(output: str, random_weights: bool, policy: str) -> dict[str, Any]:
     return {
+        "nodata_policy": policy,
         "model_family": "demo" if random_weights else "v1.1",
         "checkpoint_sha256": None if random_weights else SHA,
         "checkpoint": None if random_weights else "tessera_v1_1.pt",
@@ -83,7 +84,22 @@ def _sidecar(output: str, random_weights: bool) -> dict[str, Any]:
     }
 
 
-def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -> World:
+def _counts(product: str, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A read step's valid_count.npy pattern, from global positions (so chunks agree on it)."""
+    k = {"s2": 3, "s1-ascending": 5, "s1-descending": 7}[product]
+    return ((cols * k + rows) % (4 + k)).astype(np.uint16)
+
+
+def _make_world(
+    tmp: Path,
+    output: str = "int8",
+    random_weights: bool = False,
+    policy: str = "strict",
+    window: str | None = None,
+    legacy_nodata: bool = False,
+) -> World:
+    """A stitch input world; ``legacy_nodata`` writes tiles as releases before the reference encoding did."""
+    tmp.mkdir(parents=True, exist_ok=True)
     _write_roi(tmp / "roi.tif")
     roi = load_roi(tmp / "roi.tif", 10.0)
     write_plan(roi, "key", CHUNK_M, tmp / "plan")
@@ -103,8 +119,14 @@ def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -
                 json.dumps({"type": "FeatureCollection", "features": feats})
             )
             (stack_dir / chunk.id / product).mkdir(parents=True)
-            qa = {"source": {"provider": "planetary-computer"}}
+            qa: dict[str, Any] = {"source": {"provider": "planetary-computer"}}
+            if window is not None:
+                qa["window"] = window
             (stack_dir / chunk.id / product / "qa.json").write_text(json.dumps(qa))
+            crows, ccols = np.mgrid[0 : chunk.grid.height, 0 : chunk.grid.width]
+            counts = _counts(product, ccols + chunk.grid.col, crows + chunk.grid.row)
+            counts[plan.mask(chunk.grid) == 0] = 0  # the read steps count nothing outside the ROI
+            np.save(stack_dir / chunk.id / product / "valid_count.npy", counts)
         for t in plan.tiles(chunk.id):
             col, row = chunk.grid.window(t.x0, t.y0, t.x1 - t.x0, t.y1 - t.y0).offset_in(g)
             real = truth[row : row + t.y1 - t.y0, col : col + t.x1 - t.x0]
@@ -115,14 +137,14 @@ def _make_world(tmp: Path, output: str = "int8", random_weights: bool = False) -
                 ok = np.isfinite(real).all(axis=-1)
                 q, s = _quantize(np.nan_to_num(real))
                 codes[: real.shape[0], : real.shape[1]] = np.where(ok[..., None], q, 0)
-                scales[: real.shape[0], : real.shape[1]] = np.where(ok, s, np.nan)
+                scales[: real.shape[0], : real.shape[1]] = np.where(ok, s, np.nan if legacy_nodata else 0.0)
                 np.save(base.with_suffix(".npy"), codes)
                 np.save(base.with_name(t.name + "_scales.npy"), scales)
             else:
                 values = np.full((TILE, TILE, DIMS), 7.0, np.float32)
-                values[: real.shape[0], : real.shape[1]] = real
+                values[: real.shape[0], : real.shape[1]] = real if legacy_nodata else np.nan_to_num(real)
                 np.save(base.with_suffix(".npy"), values)
-            base.with_suffix(".json").write_text(json.dumps(_sidecar(output, random_weights)))
+            base.with_suffix(".json").write_text(json.dumps(_sidecar(output, random_weights, policy)))
     out = tmp / "products" / f"tessera_{YEAR}.tif"
     return World(plan, roi, emb_dir, search_dir, stack_dir, out, truth)
 
@@ -316,3 +338,93 @@ def test_quicklook_of_a_large_product_is_decimated(tmp_path: Path) -> None:
         assert (ds.height, ds.width) == (17, 24)  # 50 x 70 decimated by 3
         rgba = ds.read()
     assert rgba[3].any() and (rgba[3] == 0).any() and rgba[0][rgba[3] > 0].std() > 0
+
+
+@pytest.mark.parametrize("output", ["int8", "float32"])
+def test_the_tiles_nodata_encoding_does_not_change_the_product(tmp_path: Path, output: str) -> None:
+    """Tiles with the reference's nodata (code 0 / scale 0, zero vectors) stitch to the bytes of the older NaN tiles."""
+    new = _make_world(tmp_path / "new", output=output)
+    old = _make_world(tmp_path / "old", output=output, legacy_nodata=True)
+    _stitch(new)
+    _stitch(old)
+    for key in ("cog", "scales", "counts"):
+        a, b = product_paths(new.out, output == "int8").get(key), product_paths(old.out, output == "int8").get(key)
+        if a is not None:
+            assert a.read_bytes() == b.read_bytes(), key  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("output", ["int8", "float32"])
+def test_every_cog_declares_its_nodata_and_rasterio_masks_it(tmp_path: Path, output: str) -> None:
+    w = _make_world(tmp_path, output=output)
+    _stitch(w)
+    inside = np.isfinite(w.truth).all(axis=-1)
+    paths = product_paths(w.out, output == "int8")
+    declared = {"cog": -128 if output == "int8" else "nan", "scales": "nan", "counts": 65535}
+    for key, nodata in declared.items():
+        if key not in paths:
+            continue
+        with rasterio.open(paths[key]) as ds:
+            assert ds.nodata is not None, key
+            assert np.isnan(ds.nodata) if nodata == "nan" else ds.nodata == nodata, (key, ds.nodata)
+            masked = ds.read(masked=True)
+            # GDAL's per-dataset mask (what QGIS uses) agrees: 0 at nodata
+            gdal_mask = ds.dataset_mask()
+        assert np.array_equal(np.ma.getmaskarray(masked).all(axis=0), ~inside), key
+        assert np.array_equal(gdal_mask == 0, ~inside), key
+
+
+def test_observation_counts_product(tmp_path: Path) -> None:
+    w = _make_world(tmp_path)
+    _stitch(w)
+    path = product_paths(w.out, int8=True)["counts"]
+    _check_cog(path, w, 2, "uint16")
+    with rasterio.open(path) as ds:
+        counts, descriptions = ds.read(), ds.descriptions
+    assert descriptions == ("s2_valid", "s1_valid")
+    g = w.roi.grid
+    rows, cols = np.mgrid[0 : g.height, 0 : g.width]
+    inside = np.isfinite(w.truth).all(axis=-1)
+    s2 = _counts("s2", cols + g.col, rows + g.row)
+    s1 = _counts("s1-ascending", cols + g.col, rows + g.row) + _counts("s1-descending", cols + g.col, rows + g.row)
+    assert np.array_equal(counts[0][inside], s2[inside]) and np.array_equal(counts[1][inside], s1[inside])
+    assert (counts[:, ~inside] == 65535).all()
+    item = json.loads(product_paths(w.out, int8=True)["item"].read_text())
+    asset = item["assets"]["observation_counts"]
+    assert asset["href"] == path.name and asset["nodata"] == 65535 and "quality" in asset["roles"]
+
+
+def test_policy_and_window_tags(tmp_path: Path) -> None:
+    # strict and the calendar year: no new tag, so the COG is what earlier releases wrote
+    plain = _make_world(tmp_path / "plain")
+    _stitch(plain)
+    with rasterio.open(plain.out) as ds:
+        tags = ds.tags()
+    assert "TESSERA_NODATA_POLICY" not in tags and "TESSERA_WINDOW" not in tags
+    assert tags["TESSERA_DESCRIPTION"].startswith(f"TESSERA v1.1 embeddings of {YEAR},")
+    item = json.loads(product_paths(plain.out, int8=True)["item"].read_text())["properties"]
+    assert item["tessera:nodata_policy"] == "strict" and item["tessera:window"] == f"{YEAR}-01-01/{YEAR}-12-31"
+
+    span = f"{YEAR}-10-01/{YEAR + 1}-09-30"
+    w = _make_world(tmp_path / "window", policy="reference", window=span)
+    _stitch(w)
+    with rasterio.open(w.out) as ds, rasterio.open(product_paths(w.out, int8=True)["scales"]) as ss:
+        tags, scale_tags = ds.tags(), ss.tags()
+    assert tags["TESSERA_NODATA_POLICY"] == "reference" and tags["TESSERA_WINDOW"] == span
+    assert scale_tags["TESSERA_WINDOW"] == span and tags["TESSERA_YEAR"] == str(YEAR)
+    assert span in tags["TESSERA_DESCRIPTION"]
+    d = json.loads(product_paths(w.out, int8=True)["item"].read_text())
+    p = d["properties"]
+    assert p["start_datetime"] == f"{YEAR}-10-01T00:00:00Z" and p["end_datetime"] == f"{YEAR + 1}-09-30T23:59:59Z"
+    assert p["tessera:window"] == span and p["tessera:nodata_policy"] == "reference"
+    assert f"{YEAR}-10-01 to {YEAR + 1}-09-30" in p["description"]
+    assert pystac.Item.from_dict(d).validate(validator=offline_validator())
+
+
+def test_read_steps_of_different_windows_are_a_named_error(tmp_path: Path) -> None:
+    from tessera.errors import DataSourceError
+
+    w = _make_world(tmp_path, window=f"{YEAR}-10-01/{YEAR + 1}-09-30")
+    odd = sorted(w.stack_dir.glob("*/s2/qa.json"))[0]
+    odd.write_text(json.dumps({"source": {"provider": "planetary-computer"}}))  # a calendar-year read
+    with pytest.raises(DataSourceError, match="different windows"):
+        _stitch(w)

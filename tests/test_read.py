@@ -282,3 +282,56 @@ def test_group_by_date_utc_and_order() -> None:
         [it("z", "2024-01-02T00:00:01Z"), it("b", "2024-01-01T23:59:59Z"), it("a", "2024-01-01T23:59:59Z")]
     )
     assert [(d, [x.id for x in g]) for d, g in groups] == [("2024-01-01", ["a", "b"]), ("2024-01-02", ["z"])]
+
+
+def _read_year(tmp: Path, items: list[pystac.Item], year: int, cfg: SourceConfig, period: str | None = None) -> Any:
+    write_item_collection(items, tmp / "items.json")
+    out = tmp / "out"
+    read_s2(cfg, full_roi().mask(GRID), CHUNK, year, tmp / "items.json", out, policy=FAST, period=period)
+    return np.load(out / "bands.npy"), np.load(out / "doys.npy"), json.loads((out / "qa.json").read_text())
+
+
+@pytest.mark.parametrize("rule", [None, "processing-baseline", "acquisition-date"])
+def test_s2_offset_rule_in_the_read_step(tmp_path: Path, rule: str | None) -> None:
+    """Every case where the item's baseline and the reference's date rule disagree, read both ways."""
+    cases = {  # id: (datetime, baseline, offset by baseline, offset by date)
+        "reprocessed": ("2022-01-20T10:00:00Z", "05.00", True, False),
+        "cutover-day": ("2022-01-25T10:00:00Z", "04.00", True, False),
+        "old-baseline-late": ("2022-01-26T10:00:00Z", "03.01", False, True),
+        "agree": ("2022-06-01T10:00:00Z", "04.00", True, True),
+    }
+    items = [s2_item(tmp_path, k, when, const(2000), SCL_VEG, baseline=b) for k, (when, b, _, _) in cases.items()]
+    cfg = SourceConfig("stac", url="http://127.0.0.1:1/", collection="sentinel-2-l2a", offset_rule=rule)
+    bands, _, qa = _read_year(tmp_path, items, 2022, cfg)
+    by_date = rule == "acquisition-date"
+    for t, (key, (_, _, base, date)) in enumerate(cases.items()):
+        removed = date if by_date else base
+        assert bands[t, 5, 5, 0] == (1000 if removed else 2000), key
+        assert (key in qa["baseline_offset_removed"]) is removed, key
+    assert qa["source"]["offset_rule"] == (rule or "processing-baseline")
+
+
+def test_window_day_of_year_across_a_leap_day(tmp_path: Path) -> None:
+    """period 10-01 of 2023: 2023-10-01 is day 1, 2024-02-29 day 152, 2024-09-30 day 366."""
+    dates = ["2023-09-30T23:00:00Z", "2023-10-01T00:30:00Z", "2024-02-29T10:00:00Z", "2024-09-30T23:59:00Z"]
+    items = [s2_item(tmp_path, f"s{i}", d, const(2000), SCL_VEG, baseline="02.14") for i, d in enumerate(dates)]
+    _, doys, qa = _read_year(tmp_path, items, 2023, CFG_S2, period="10-01")
+    assert doys.tolist() == [1, 152, 366]
+    assert qa["window"] == "2023-10-01/2024-09-30" and qa["dates"] == ["2023-10-01", "2024-02-29", "2024-09-30"]
+    assert [s["id"] for s in qa["scenes_skipped"]] == ["s0"]
+    assert "outside the window 2023-10-01/2024-09-30" in qa["scenes_skipped"][0]["reason"]
+
+    s1 = [
+        s1_item(tmp_path, "p", "2024-03-01T06:00:00Z", np.full(SCENE_10M, 0.5), np.full(SCENE_10M, 0.1), "ascending"),
+        s1_item(tmp_path, "q", "2023-12-31T06:00:00Z", np.full(SCENE_10M, 0.5), np.full(SCENE_10M, 0.1), "ascending"),
+    ]
+    write_item_collection(s1, tmp_path / "s1.json")
+    cfg = SourceConfig("stac", url="http://127.0.0.1:1/", collection="sentinel-1-rtc")
+    out = tmp_path / "s1"
+    read_s1(
+        cfg, full_roi().mask(GRID), CHUNK, 2023, "ascending", tmp_path / "s1.json", out, policy=FAST, period="10-01"
+    )
+    assert np.load(out / "sar_ascending_doy.npy").tolist() == [92, 153]
+    # the calendar year (default) counts from 1 January, as the reference does
+    _, doys, qa = _read_year(tmp_path / "calendar", items[2:3], 2024, CFG_S2)
+    assert doys.tolist() == [60] and qa["window"] == "2024-01-01/2024-12-31"

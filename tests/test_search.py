@@ -193,3 +193,14 @@ def test_unreachable_api_raises(tmp_path: Path) -> None:
             tmp_path / "x.json",
             RetryPolicy(attempts=1, backoff_s=0.01),
         )
+
+
+def test_period_sets_the_search_window_and_the_client_filter() -> None:
+    src = resolve_source(cfg_for("http://x")["s2"], "s2")
+    p = search_parameters(src, CHUNK, 2023, None, period="10-01")
+    assert p["datetime"] == "2023-10-01T00:00:00Z/2024-09-30T23:59:59.999999Z"
+    items = [pystac.Item.from_dict(feature(i, "ascending")) for i in range(1, 10)]  # 2023-02 .. 2023-09, 2023-01
+    from tessera.period import window
+
+    kept = select_items(items, None, window(2023, "06-01"))
+    assert [i.id for i in kept] == ["S1_05", "S1_06", "S1_07", "S1_08"]  # June to September 2023

@@ -49,6 +49,8 @@ DEMO_CONFIG = _DATA / "demo.yaml"
 DEMO_TRAIN_CONFIG = _DATA / "demo_train.yaml"
 #: The workflow target that writes the tiles training needs (the reference-layout tile export).
 TILES_TARGET = "tiles"
+#: The demo's final targets: the products and each year's geotessera export.
+EXPORT_TARGETS = ("all", "geotessera")
 
 
 def workflow_dir() -> Path:
@@ -147,21 +149,32 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
     with demo_servers(data_dir) as servers:
         write_demo_config(config, servers.stac_url, years, results)
         if not train or {"-n", "--dry-run", "--dryrun"} & set(extra):
-            return _snakemake(workdir, config, cores, extra)
+            rc = _snakemake(workdir, config, cores, [*extra, *EXPORT_TARGETS])
+            if rc == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
+                say_exports(results, years)
+            return rc
         rc = _snakemake(workdir, config, cores, [*extra, TILES_TARGET])
         if rc:
             return rc
         encoder = train_demo(results, years, workdir / "train")
         write_demo_config(config, servers.stac_url, years, results, checkpoint=encoder)
-        rc = _snakemake(workdir, config, cores, extra)
+        rc = _snakemake(workdir, config, cores, [*extra, *EXPORT_TARGETS])
         if rc:
             return rc
+    say_exports(results, years)
     for year in years:
         report = evaluate_demo(data_dir, results, year)
         print(
             f"\nProbe scores {year} (demo world labels; timing = the winter and spring crops):\n{format_table(report)}"
         )
     return 0
+
+
+def say_exports(results: Path, years: list[int]) -> None:
+    """Tell the user where each demo year's geotessera export is, and how to open it."""
+    for year in years:
+        out = results / str(year) / "geotessera"
+        print(f"demo: geotessera export of {year} in {out} (GeoTessera(embeddings_dir=..., registry_dir=...) opens it)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

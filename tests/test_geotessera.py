@@ -1,0 +1,297 @@
+"""The geotessera export read back by geotessera 0.7.5 itself, with the network blocked.
+
+Tolerance. An int8 product is exported code for code and scale for scale, so geotessera's
+``code * scale`` equals the product's own dequantised value bit for bit: the tolerance is 0. A
+float32 product is quantised on export with its family's rule, which rounds ``x / scale`` to the
+nearest integer code, so each value may move by at most half a step: ``|x - code * scale| <=
+scale / 2`` (plus float32 rounding of the product, ``4 * eps * |x|``); that bound is what the float32
+test checks. Pixels without an embedding read as 0 (code 0, scale 0), the reference's encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import rasterio.warp
+
+from tessera.errors import ExportConflictError, ProductsMissingError, UnsupportedProductError
+from tessera.export.cells import Cell, cell_of, cells_touching, tile_grid
+from tessera.export.geotessera import EMBEDDINGS_DIR, LANDMASKS_DIR, METADATA_FILE, export_geotessera
+from tessera.grid import load_roi
+from tests.offline import block_network, child_env
+from tests.productgen import RES, SyntheticProduct, write_product
+
+geotessera = pytest.importorskip("geotessera")
+BIN = Path(sys.executable).parent
+YEAR = 2022
+NAMES = ["grid_-0.05_52.15", "grid_0.05_52.15", "grid_-0.05_52.25", "grid_0.05_52.25"]
+
+
+@pytest.fixture
+def offline() -> Iterator[list[str]]:
+    """Every non-loopback connect or lookup fails and is recorded in the yielded list."""
+    blocked: list[str] = []
+    undo = block_network(blocked.append)
+    try:
+        yield blocked
+    finally:
+        undo()
+
+
+def test_network_guard_blocks_and_records(offline: list[str], tmp_path: Path) -> None:
+    import socket
+
+    with pytest.raises(Exception, match=r"blocked|192\.0\.2\.1"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
+    with pytest.raises(OSError):
+        socket.getaddrinfo("example.org", 443)
+    assert len(offline) == 2
+    log = tmp_path / "blocked.log"
+    code = (
+        "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept Exception:\n    pass\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=child_env(tmp_path / "site", log), check=True)
+    assert "192.0.2.1" in log.read_text()
+
+
+def test_cell_names_and_keys_match_geotessera() -> None:
+    from geotessera.registry import coord_to_grid_int, tile_from_world, tile_to_grid_name
+
+    rng = np.random.default_rng(5)
+    points = [(0.17, 52.23), (-0.12, -0.03), (0.1, 52.2), (-180.0, -90.0), (179.99, 89.99)]
+    points += [
+        (float(x), float(y)) for x, y in zip(rng.uniform(-180, 180, 200), rng.uniform(-90, 90, 200), strict=True)
+    ]
+    for lon, lat in points:
+        cell = cell_of(lon, lat)
+        glon, glat = tile_from_world(lon, lat)
+        assert (cell.lon, cell.lat) == (glon, glat), (lon, lat)
+        assert cell.name == tile_to_grid_name(glon, glat)
+        assert (cell.lon_i, cell.lat_i) == (coord_to_grid_int(glon), coord_to_grid_int(glat))
+
+
+def test_cells_touched_and_tile_grids(tmp_path: Path) -> None:
+    product = write_product(tmp_path)
+    roi = load_roi(product.roi, RES)
+    cells = cells_touching(roi)
+    assert [c.name for c in cells] == NAMES
+    for cell in cells:
+        grid = tile_grid(cell, roi.grid.crs, RES)
+        # the cell's envelope on the product's lattice: ~6.8 km x 11.1 km at 52 N, plus the grid rotation
+        assert grid.crs == roi.grid.crs and grid.resolution == RES
+        assert 68 <= grid.width <= 76 and 111 <= grid.height <= 116
+        w, s, e, n = rasterio.warp.transform_bounds(grid.crs, "EPSG:4326", *grid.bounds)
+        cw, cs, ce, cn = cell.bounds
+        assert w <= cw and s <= cs and e >= ce and n >= cn
+    assert Cell(15, 5215) not in cells  # grid_0.15_52.15: east of the ROI
+
+
+def _points(
+    product: SyntheticProduct, n: int, seed: int = 1
+) -> tuple[list[tuple[float, float]], np.ndarray, np.ndarray]:
+    """``n`` random points inside ROI pixels: ``(lon, lat)`` list and their product rows and columns."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.nonzero(product.inside)
+    pick = rng.choice(len(rows), size=n, replace=True)
+    r, c = rows[pick], cols[pick]
+    with rasterio.open(product.cog) as src:
+        xs, ys = src.transform * (c + rng.uniform(0.02, 0.98, n), r + rng.uniform(0.02, 0.98, n))
+        lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", xs, ys)
+    return list(zip(lon, lat, strict=True)), r, c
+
+
+def _client(out: Path, tmp: Path) -> object:
+    from geotessera import GeoTessera
+
+    return GeoTessera(embeddings_dir=out, registry_dir=out, cache_dir=tmp / "gt-cache")
+
+
+def _check_round_trip(product: SyntheticProduct, out: Path, tmp: Path, atol: np.ndarray | None = None) -> None:
+    """geotessera's points and mosaic equal the product's values (``atol`` per pixel; 0 by default)."""
+    gt = _client(out, tmp)
+    points, r, c = _points(product, 300)
+    got = gt.sample_embeddings_at_points(points, year=YEAR, auto_download=False)  # type: ignore[attr-defined]
+    want = product.values[r, c]
+    ok = product.valid[r, c]
+    assert ok.sum() >= 100
+    assert (~ok).any() or product.valid[product.inside].all()  # holes are sampled where there are any
+    tol = 0.0 if atol is None else atol[r, c][ok, None]
+    assert np.all(np.abs(got[ok] - want[ok]) <= tol), np.abs(got[ok] - want[ok]).max()
+    assert np.array_equal(got[~ok], np.zeros_like(got[~ok]))  # nodata reads as the reference's 0
+
+    with rasterio.open(product.cog) as src:
+        crs, transform, (h, w) = src.crs, src.transform, src.shape
+        west, south, east, north = rasterio.warp.transform_bounds(crs, "EPSG:4326", *src.bounds)
+    # in the product's CRS the mosaic is a copy; in EPSG:4326 geotessera would resample embeddings
+    # bilinearly and the comparison would test GDAL's interpolation rather than the export
+    mosaic, mtransform, mcrs = gt.fetch_mosaic_for_region(  # type: ignore[attr-defined]
+        (west, south, east, north), year=YEAR, target_crs=crs.to_string(), auto_download=False
+    )
+    assert mcrs == crs.to_string() and (mtransform.a, mtransform.e) == (transform.a, transform.e)
+    dc, dr = (transform.c - mtransform.c) / transform.a, (mtransform.f - transform.f) / transform.a
+    assert dc == int(dc) and dr == int(dr), "mosaic off the product's pixel lattice"
+    window = mosaic[int(dr) : int(dr) + h, int(dc) : int(dc) + w]
+    inside = product.inside
+    tol2 = 0.0 if atol is None else atol[product.valid][:, None]
+    assert np.all(np.abs(window[product.valid] - product.values[product.valid]) <= tol2)
+    assert not window[inside & ~product.valid].any()
+
+
+def test_int8_round_trip_is_exact(tmp_path: Path, offline: list[str]) -> None:
+    product = write_product(tmp_path)
+    out = tmp_path / "results" / str(YEAR) / "geotessera"
+    summary = export_geotessera(load_roi(product.roi, RES), product.cog, YEAR, out)
+    assert list(summary.tiles) == NAMES
+    _check_round_trip(product, out, tmp_path)
+    assert offline == [], offline
+
+    # landmask = ROI, on each tile's own grid, and the arrays have the landmask's shape
+    roi = load_roi(product.roi, RES)
+    for name in NAMES:
+        with rasterio.open(out / LANDMASKS_DIR / f"{name}.tiff") as src:
+            land = src.read(1)
+            codes = np.load(out / EMBEDDINGS_DIR / str(YEAR) / name / f"{name}.npy")
+            scales = np.load(out / EMBEDDINGS_DIR / str(YEAR) / name / f"{name}_scales.npy")
+            assert codes.shape == (*land.shape, 128) and codes.dtype == np.int8
+            assert scales.shape == land.shape and scales.dtype == np.float32
+            assert land.sum() > 0 and set(np.unique(land)) <= {0, 1}
+            assert not codes[land == 0].any() and not scales[land == 0].any()
+            assert f"EPSG:{src.crs.to_epsg()}" == roi.grid.crs
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["tiles"] == NAMES and meta["year"] == YEAR and meta["generator"] == "tessera-pipeline"
+
+
+def test_float32_product_within_half_a_step(tmp_path: Path, offline: list[str]) -> None:
+    product = write_product(tmp_path, output="float32")
+    out = tmp_path / "export"
+    export_geotessera(load_roi(product.roi, RES), product.cog, YEAR, out)
+    absmax = np.nan_to_num(np.abs(product.values)).max(axis=-1)
+    half_step = absmax / 127 / 2
+    _check_round_trip(product, out, tmp_path, atol=half_step + 4 * np.finfo(np.float32).eps * absmax)
+    assert offline == []
+
+
+@pytest.mark.slow
+def test_geotessera_tools_read_the_export(tmp_path: Path) -> None:
+    """geotessera's CLI (info, coverage) and its registry tool (check, scan) accept the export."""
+    product = write_product(tmp_path)
+    out = tmp_path / "export"
+    export_geotessera(load_roi(product.roi, RES), product.cog, YEAR, out)
+    log = tmp_path / "blocked.log"
+    env = child_env(tmp_path / "site", log)
+
+    def run(*argv: str) -> str:
+        res = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout + res.stderr
+
+    info = run("geotessera", "info", "--tiles", str(out))
+    assert "Total tiles: 4" in " ".join(info.split()) and "NPY" in info and "2022" in info
+    cov = tmp_path / "coverage"
+    cov.mkdir()
+    run(
+        "geotessera", "coverage", "--registry-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+        "--year", str(YEAR), "--bbox=-0.2,52.1,0.2,52.3", "--no-countries", "-o", str(cov / "coverage.png"),
+    )  # fmt: skip
+    listed = json.loads((cov / f"coverage_{YEAR}.json").read_text())
+    assert sorted(listed) == sorted(n.removeprefix("grid_").replace("_", ",") for n in NAMES)
+    check = run("geotessera-registry", "check", str(out), "--verify-hashes")
+    assert "All hashes verified" in check
+    # geotessera's own scanner, run on a copy, rebuilds exactly our registries from our SHA256 files
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, copy_function=shutil.copy2)
+    for name in ("registry.parquet", "landmasks.parquet"):
+        (copy / name).unlink()
+    run("geotessera-registry", "scan", str(copy))
+    for name in ("registry.parquet", "landmasks.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(copy / name))
+    assert not log.exists() or log.read_text() == ""
+
+
+def test_export_errors(tmp_path: Path) -> None:
+    product = write_product(tmp_path)
+    roi = load_roi(product.roi, RES)
+    with pytest.raises(ProductsMissingError, match="geotessera") as missing:
+        export_geotessera(roi, tmp_path / "nowhere" / "tessera_2022.tif", YEAR, tmp_path / "x")
+    assert isinstance(missing.value, FileNotFoundError)
+    with pytest.raises(UnsupportedProductError, match="2022, not 2023"):
+        export_geotessera(roi, product.cog, 2023, tmp_path / "x")
+    small = write_product(tmp_path / "small", dims=64)
+    with pytest.raises(UnsupportedProductError, match="64 dimensions"):
+        export_geotessera(roi, small.cog, YEAR, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_directory_conflicts(tmp_path: Path) -> None:
+    product = write_product(tmp_path)
+    roi = load_roi(product.roi, RES)
+    out = tmp_path / "export"
+    export_geotessera(roi, product.cog, YEAR, out)
+    first = {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))}
+    export_geotessera(roi, product.cog, YEAR, out)  # a re-export of the same tiles replaces them
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))} == first
+
+    other = write_product(tmp_path / "2023", year=2023)
+    with pytest.raises(ExportConflictError, match=r"different registry \(4 tile\(s\) of 2022") as err:
+        export_geotessera(roi, other.cog, 2023, out)
+    assert isinstance(err.value, FileExistsError)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(ExportConflictError, match="not a tessera-pipeline geotessera export"):
+        export_geotessera(roi, product.cog, YEAR, notes)
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_demo_run_export_round_trip(base_run: Path, tmp_path: Path, offline: list[str]) -> None:
+    """The real workflow's 2022 product of the e2e ROI, exported by `snakemake geotessera`, read by geotessera."""
+    from tests.e2e import copy_run, job_counts, read_embeddings, run_snakemake
+
+    run = copy_run(base_run, tmp_path / "run")
+    # a flag before the target: the helper's command line ends in --resources, which takes several values
+    plan = run_snakemake(run / "config.yaml", "-n", "geotessera")
+    assert job_counts(plan.stdout) == {"export_geotessera": 1, "geotessera": 1}  # the products exist
+    run_snakemake(run / "config.yaml", "-p", "geotessera")
+    out = run / "results" / "2022" / "geotessera"
+    codes, scales, _ = read_embeddings(base_run / "results")
+    roi = load_roi(base_run / "roi.tif", 10.0)
+    valid = np.isfinite(scales)
+    values = np.where(valid[..., None], np.moveaxis(codes, 0, -1).astype(np.float32) * scales[..., None], np.nan)
+    product = SyntheticProduct(
+        roi=base_run / "roi.tif",
+        cog=base_run / "results" / "2022" / "products" / "tessera_2022.tif",
+        inside=roi.mask(roi.grid) != 0,
+        valid=valid,
+        values=values.astype(np.float32),
+        codes=None,
+        scales=None,
+    )
+    _check_round_trip(product, out, tmp_path)
+    assert offline == [], offline
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    tiles = json.loads((out / METADATA_FILE).read_text())["tiles"]
+    print(f"export: {len(tiles)} tiles, {size / 1e6:.1f} MB, {size / 1e6 / len(tiles):.1f} MB per tile")
+
+
+@pytest.mark.slow
+def test_snakemake_target_plans_one_export_per_year(tmp_path: Path) -> None:
+    from tests.test_workflow import job_counts, run_config, snakemake
+
+    config = run_config(tmp_path, years=[2022, 2023])
+    res = snakemake("geotessera", "-n", "--quiet", "rules", "--configfile", str(config), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = job_counts(res.stdout)
+    assert counts["export_geotessera"] == 2 and counts["stitch"] == 2 and counts["geotessera"] == 1
+    default = job_counts(snakemake("-n", "--quiet", "rules", "--configfile", str(config), cwd=tmp_path).stdout)
+    assert "export_geotessera" not in default  # not part of `all`: tiles are large
