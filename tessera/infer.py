@@ -81,11 +81,9 @@ def observation_counts(tile: TileArrays) -> Evidence:
     step = max(1, (1 << 22) // max(1, w * t * tile.bands.shape[-1]))
     for r0 in range(0, h, step):
         rows = slice(r0, r0 + step)
-        n2[rows] = np.count_nonzero(tile.masks[:, rows], axis=0)
-        for sar in (tile.sar_ascending, tile.sar_descending):
-            n1[rows] += np.count_nonzero(np.any(sar[:, rows] != 0, axis=-1), axis=0)
-        if tile.bands.shape[0]:
-            s2_any[rows] = np.any(tile.bands[:, rows] != 0, axis=(0, 3))
+        n2[rows], n1[rows], s2_any[rows] = nodata.observations(
+            tile.bands[:, rows], tile.masks[:, rows], tile.sar_ascending[:, rows], tile.sar_descending[:, rows]
+        )
     return n2, n1, s2_any
 
 
