@@ -1,4 +1,7 @@
-"""Tile arrays to per-pixel embeddings: nodata, seeded sampling, batching, device streaming, outputs.
+"""Tile arrays to per-pixel embeddings: which pixels, their seeded inputs, the compute loop.
+
+Devices, staging and batching are `tessera.staging`; the files a job writes are `tessera.embedfiles`;
+a job over many tiles is `tessera.inferjob`.
 
 Nodata. Which pixels are run through the model is `tessera.nodata.embedded` of the family's sampler
 under ``model.nodata_policy``: ``reference`` embeds the pixels the reference embeds (v1.0 and demo:
@@ -12,8 +15,8 @@ Determinism. Inputs depend only on the pixel (`tessera.sampling`). On the CPU th
 on batches of `CPU_FORWARD_BATCH` pixels, the last one padded, because a CPU GEMM's result for one
 row can depend on how many rows it is given: a pixel's embedding is then bit-identical whatever the
 tiling or ``model.batch_size`` (which on the CPU only sets how many pixels are prepared at once).
-On a GPU the batch is ``model.batch_size`` or sized from free memory, bf16 autocast unless
-``model.precision: fp32``, and host-to-device copies run on a side stream from pinned memory,
+On a GPU the batch is ``model.batch_size`` or sized from free memory (once per job), bf16 autocast
+unless ``model.precision: fp32``, and host-to-device copies run on a side stream from pinned memory,
 overlapped with the model.
 """
 

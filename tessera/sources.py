@@ -3,8 +3,8 @@
 A provider's defaults (STAC API, collection, asset keys, harmonisation, signing, resampling) are
 stated once here; the config keys ``url``, ``collection``, ``assets``, ``harmonised``, ``offset_rule``, ``sign`` and
 ``resampling`` of the config's ``s2`` / ``s1`` sections (`tessera.config.SourceConfig`) override
-them. Signing and credentials are applied
-at read time only (`DataSource.href_patcher`, `DataSource.gdal_options`): stored items stay unsigned.
+them. Signing and credentials are applied at read time only (`DataSource.href_patcher`,
+`DataSource.gdal_options`): stored items stay unsigned.
 """
 
 from __future__ import annotations
