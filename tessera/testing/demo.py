@@ -88,6 +88,7 @@ def write_demo_config(
 
 
 def _snakemake(workdir: Path, config: Path, cores: int, extra: list[str]) -> int:
+    """Run the workflow; ``extra`` starts with the targets (an option such as ``--quiet`` would take them)."""
     root = workflow_dir()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(root / "Snakefile")]
     cmd += ["--profile", str(root / "profiles" / "local"), "--configfile", str(config)]
@@ -149,16 +150,16 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
     with demo_servers(data_dir) as servers:
         write_demo_config(config, servers.stac_url, years, results)
         if not train or {"-n", "--dry-run", "--dryrun"} & set(extra):
-            rc = _snakemake(workdir, config, cores, [*extra, *EXPORT_TARGETS])
+            rc = _snakemake(workdir, config, cores, [*EXPORT_TARGETS, *extra])
             if rc == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
                 say_exports(results, years)
             return rc
-        rc = _snakemake(workdir, config, cores, [*extra, TILES_TARGET])
+        rc = _snakemake(workdir, config, cores, [TILES_TARGET, *extra])
         if rc:
             return rc
         encoder = train_demo(results, years, workdir / "train")
         write_demo_config(config, servers.stac_url, years, results, checkpoint=encoder)
-        rc = _snakemake(workdir, config, cores, [*extra, *EXPORT_TARGETS])
+        rc = _snakemake(workdir, config, cores, [*EXPORT_TARGETS, *extra])
         if rc:
             return rc
     say_exports(results, years)
