@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rasterio.errors
+
 import tessera
 from tessera.config import Config, parse_config
 from tessera.errors import RoiError, TesseraError
@@ -81,14 +83,20 @@ class Setup:
 
 
 def _stored_plan(results: Results, key: str, tile_size: int) -> Plan | None:
+    """The plan the ``plan`` rules stored, or None; without its tiles file (a job that starts while
+    ``plan_tiles`` runs) the tiles are found from the stored mask, which is far cheaper than re-planning."""
     import json
 
+    from tessera.plan import StoredPlan, tile_stored_plan
+
     chunks, tiles = Path(results.plan_chunks(key)), Path(results.plan_tiles(key, tile_size))
-    if not (chunks.is_file() and tiles.is_file()):
+    if not chunks.is_file():
         return None
     try:
+        if not tiles.is_file():
+            return tile_stored_plan(StoredPlan(chunks.parent), tile_size)
         return Plan.from_documents(json.loads(chunks.read_text()), json.loads(tiles.read_text()))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TesseraError, rasterio.errors.RasterioError) as exc:
         logger.warning("ignoring the unreadable stored plan %s (%s): planning again", chunks.parent, exc)
         return None
 

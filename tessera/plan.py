@@ -33,6 +33,7 @@ from tessera.grid import Chunk, Grid, Roi, TileSpec, chunk_masks, tiles_of_mask
 from tessera.io import atomic_path, write_json_atomic
 from tessera.layout import parse_tile_name
 from tessera.results import PLAN_CHUNKS, PLAN_MASK
+from tessera.stages import STAGE_VERSIONS
 
 __all__ = [
     "PLAN_VERSION",
@@ -43,13 +44,15 @@ __all__ = [
     "plan_key",
     "plan_tiles_file",
     "roi_files",
+    "tile_stored_plan",
     "write_plan",
 ]
 
 logger = logging.getLogger(__name__)
 
-PLAN_VERSION = 1
-"""Bump when the plan's content for the same inputs changes (it is part of the key)."""
+PLAN_VERSION = STAGE_VERSIONS["plan"]
+"""The plan's code version (`STAGE_VERSIONS` ``plan``): part of the key, so a bump moves the plan to a
+new directory, and every job, whose inputs are the plan files, reruns."""
 _PROGRESS_SECONDS = 10.0
 _MASK_BLOCK = 512
 
@@ -193,11 +196,17 @@ def write_plan(roi: Roi, key: str, chunk_size_m: float, plan_dir: Path) -> None:
     write_json_atomic(plan_dir / PLAN_CHUNKS, plan.chunks_document())
 
 
+def tile_stored_plan(plan: StoredPlan, tile_size: int) -> Plan:
+    """The stored plan with every chunk's tiles, found from the stored ROI mask (window by window)."""
+    tiles = {c.id: tuple(tiles_of_mask(plan.mask(c.grid), tile_size)) for c in plan.chunks}
+    return Plan(
+        plan.doc["key"], plan.grid, plan.doc["chunk_size_m"], tuple(plan.chunks), plan.doc_inside(), tile_size, tiles
+    )
+
+
 def plan_tiles_file(plan: StoredPlan, tile_size: int, out: Path) -> None:
     """Write ``tiles-<P>.json``: every chunk's tiles, from the stored ROI mask."""
-    tiles = {c.id: tuple(tiles_of_mask(plan.mask(c.grid), tile_size)) for c in plan.chunks}
-    doc = Plan(plan.doc["key"], plan.grid, plan.doc["chunk_size_m"], tuple(plan.chunks), {}, tile_size, tiles)
-    write_json_atomic(out, doc.tiles_document())
+    write_json_atomic(out, tile_stored_plan(plan, tile_size).tiles_document())
 
 
 def parts(tiles: Sequence[TileSpec], tiles_per_job: int | None) -> list[tuple[TileSpec, ...]]:

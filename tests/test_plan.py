@@ -99,6 +99,9 @@ def test_parse_writes_nothing_and_then_reads_the_stored_plan(tmp_path: Path) -> 
     assert first.plan_source.startswith("computed") and sorted(tmp_path.rglob("*")) == before
     out = Path(first.results.plan_dir(first.key))
     write_plan(load_roi(cfg["roi"]), first.key, 500, out)
+    # a job that parses while `plan_tiles` still runs: the tiles come from the stored mask
+    while_tiling = setup(cfg)
+    assert while_tiling.plan_source == "stored" and while_tiling.plan == first.plan
     plan_tiles_file(StoredPlan(out), 16, Path(first.results.plan_tiles(first.key, 16)))
     second = setup(cfg)
     assert second.plan_source == "stored" and second.plan == first.plan
