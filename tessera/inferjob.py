@@ -87,8 +87,12 @@ class InferJob:
         return chunk_parts[index]
 
 
-def _stamp(job: InferJob, tiles: tuple[TileSpec, ...], device: torch.device, batch: int | None) -> str:
-    """Hash of everything the part's tiles depend on: a work directory with this stamp can be resumed."""
+def _stamp(job: InferJob, tiles: tuple[TileSpec, ...], device: torch.device) -> str:
+    """Hash of everything the part's tiles depend on: a work directory with this stamp can be resumed.
+
+    The batch size is left out, as it is of the stage's params: a resubmitted job whose GPU has
+    another amount of free memory picks another batch, and still keeps the tiles done before.
+    """
     digest = hashlib.sha256(job.settings.encode())
     files = sorted(p for p in job.stack_dir.rglob("*.npy"))
     if job.model.checkpoint:
@@ -100,7 +104,6 @@ def _stamp(job: InferJob, tiles: tuple[TileSpec, ...], device: torch.device, bat
         "year": job.year,
         "tiles": [t.name for t in tiles],
         "device": device.type,
-        "batch": batch,
         "version": STAGE_VERSIONS["infer"],
     }
     digest.update(json.dumps(extra, sort_keys=True).encode())
@@ -157,7 +160,7 @@ def run_infer_job(job: InferJob, *, on_tile: Callable[[TileSpec], None] | None =
         logger.info("CPU inference with %d threads", torch.get_num_threads())
     model = models.load(mcfg.checkpoint, "cpu", mcfg.family, source=job.s2_source, dimensions=mcfg.dimensions)
     batch = gpu_batch_size(model, dev, mcfg.precision, mcfg.batch_size) if dev.type == "cuda" else mcfg.batch_size
-    work = _work_dir(job.out, _stamp(job, tiles, dev, batch))
+    work = _work_dir(job.out, _stamp(job, tiles, dev))
     int8 = mcfg.output == "int8"
     todo = [t for t in tiles if not tile_files(work, t.name, int8).meta.exists()]
     if len(todo) < len(tiles):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,7 +107,9 @@ def test_a_failed_tile_is_recomputed_alone(world: World, tmp_path: Path, monkeyp
     (work,) = out.parent.glob(".partial-all-*")
     assert sorted(p.name for p in work.glob("*.json")) == sorted(f"{t.name}.json" for t in tiles[:2])
     calls.clear()
-    assert run_infer_job(_job(plan, stacks, out, chunk, "all")) == 2  # only the two unfinished tiles
+    # resubmitted where another batch size is picked (a GPU with other free memory): the work is kept
+    resubmitted = dataclasses.replace(MODEL, batch_size=37)
+    assert run_infer_job(_job(plan, stacks, out, chunk, "all", resubmitted)) == 2  # only the two unfinished tiles
     assert len(calls) == 2 and not list(out.parent.glob(".partial-*"))
     monkeypatch.setattr(tessera.inferjob, "infer_arrays", real)
     again = tmp_path / "again" / chunk / "all"
