@@ -8,9 +8,11 @@ change). Settings that do not change an output travel outside the params: ``mode
 reruns nothing.
 
 A release that changes what a stage writes for the same inputs (a fix in the S2 mosaic, a new
-sampler) bumps that stage's number in `STAGE_VERSIONS`, and says so in its changelog: finished
-runs then redo that stage and everything after it, and nothing before it. Keep a run as it is
-with ``snakemake --rerun-triggers mtime input``.
+sampler) bumps that stage's number in `STAGE_VERSIONS` and says so in ``CHANGELOG.md``: finished
+runs then redo that stage and everything after it, and nothing before it. ``plan``'s number is
+part of the plan's content address (`tessera.plan.PLAN_VERSION`), so bumping it moves the plan to
+a new directory and reruns every job. Keep a run as it is with ``snakemake --rerun-triggers mtime
+input``. ``tests/test_e2e.py`` checks what a bump of several stages reruns.
 """
 
 from __future__ import annotations

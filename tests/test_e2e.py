@@ -26,6 +26,7 @@ import torch
 from tessera.layout import TILE_FILES
 from tessera.models import v2
 from tessera.stacitem import offline_validator
+from tessera.stages import STAGE_VERSIONS
 from tessera.testing.servers import DemoServers
 from tests.e2e import (
     ROOT,
@@ -152,9 +153,10 @@ def _log_says(logs: Path, pattern: str, text: str) -> Callable[[], bool]:
 def test_sigkill_while_reading_and_while_inferring_then_resume(
     base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
 ) -> None:
-    cfg = write_config(tmp_path, demo_servers_session)
+    # 25 px tiles: several per inference job, so the kill comes after a job's first tile is written
+    cfg = write_config(tmp_path, demo_servers_session, tile_size=25)
     logs = tmp_path / "results/logs"
-    for pattern, text in (("read_s2/2022/*.log", "date 3/"), ("infer/2022/*/*.log", "CPU inference")):
+    for pattern, text in (("read_s2/2022/*.log", "date 3/"), ("infer/2022/*/*.log", "tile 1/")):
         proc = subprocess.Popen(
             snakemake_cmd(cfg),
             cwd=tmp_path,
@@ -167,6 +169,9 @@ def test_sigkill_while_reading_and_while_inferring_then_resume(
         _kill_when(proc, _log_says(logs, pattern, text))
         run_snakemake(cfg, "--unlock")
     run_snakemake(cfg, "--rerun-incomplete")
+    # the killed inference job kept its finished tiles and embedded only the rest
+    assert _log_says(logs, "infer/2022/*/*.log", "tiles were done by an earlier attempt")()
+    # another tile size, the same bytes: no seams
     for key in ("cog", "scales"):
         assert products(tmp_path / "results")[key].read_bytes() == products(base_run / "results")[key].read_bytes()
 
@@ -260,21 +265,34 @@ def test_machine_settings_rerun_nothing(base_run: Path, demo_servers_session: De
     assert _replanned(base_run, demo_servers_session, "--set-threads", "infer=1", "read_s2=1", model=model) == {}
 
 
+_AFTER_INFER = {"infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
+_BUMPED = {
+    "read_s1": {"read_s1": 6, "export_tiles": 3, **_AFTER_INFER},
+    "infer": _AFTER_INFER,
+    "stitch": {"stitch": 1, "all": 1},  # the QA report reads the tiles and stacks, not the COG
+    # the plan's version is part of its key: a new plan directory, and every job reads from it
+    "plan": {"plan": 1, "plan_tiles": 1, "search": 9, "read_s2": 3, "read_s1": 6, "export_tiles": 3, **_AFTER_INFER},
+}
+
+
+@pytest.mark.parametrize("stage", list(_BUMPED))
 def test_a_stage_version_bump_reruns_that_stage_and_its_descendants(
-    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path, stage: str
 ) -> None:
-    # a release that changes the S1 read: a copy of the workflow and package with read_s1's version bumped
+    # a release that changes the stage: a copy of the workflow and package with the stage's version bumped
     # (Snakemake puts the Snakefile's directory first on sys.path, so the copy's package is the one parsed)
     release = tmp_path / "release"
     for name in ("rules", "tessera", "envs", "config"):
         shutil.copytree(ROOT / name, release / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "Snakefile", release / "Snakefile")
     stages = release / "tessera" / "stages.py"
-    stages.write_text(stages.read_text().replace('"read_s1": 1,', '"read_s1": 2,'))
+    text = stages.read_text()
+    old, new = f'"{stage}": {STAGE_VERSIONS[stage]},', f'"{stage}": {STAGE_VERSIONS[stage] + 1},'
+    assert old in text
+    stages.write_text(text.replace(old, new))
     cfg = write_config(base_run, demo_servers_session, name="config-same.yaml", keep_tiles=True)
     try:
         res = run_snakemake(cfg, "-n", snakefile=release / "Snakefile")
     finally:
         cfg.unlink()
-    counts = job_counts(res.stdout)
-    assert counts == {"read_s1": 6, "export_tiles": 3, "infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
+    assert job_counts(res.stdout) == _BUMPED[stage]
