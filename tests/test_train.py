@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,35 @@ def test_stream_visits_each_pixel_once_per_epoch_and_resumes_anywhere(results: P
         assert step == start
         np.testing.assert_array_equal(batch.s2, full[start][2].s2)
         np.testing.assert_array_equal(batch.col, full[start][2].col)
+
+
+@pytest.mark.parametrize(
+    ("side", "buffer_pixels", "piece_pixels", "batch_size"),
+    [(64, 1024, 128, 64), (32, 128, 16, 100)],  # the last: pieces of one row of a 32 px tile
+)
+def test_stream_memory_stays_below_the_stated_bound(
+    tmp_path: Path, side: int, buffer_pixels: int, piece_pixels: int, batch_size: int
+) -> None:
+    # long time series, so that the pixel records (not tile metadata) dominate what is allocated
+    sources = find_tiles([write_results(tmp_path, side=side, size=32, dates=(100, 50, 50))], [2022])
+    data = scan(sources, 5, piece_pixels)
+    stream = PixelStream(data, batch_size, buffer_pixels, piece_pixels, seed=1)
+    # the bound of tessera.train.data's docstring, as written there
+    widest = max(piece_pixels, max(t.width for t in data.tiles))
+    records = 2 * (max(1, buffer_pixels // piece_pixels) * widest + widest) + 3 * batch_size
+    bound = records * (23 * data.t2 + 7 * data.t1 + 32)
+    epochs, seen = 3, 0
+    tracemalloc.start()
+    try:
+        for step, _, batch in stream.batches():  # holding each batch until the next, as the trainer does
+            if step == epochs * stream.steps_per_epoch:
+                break
+            seen += len(batch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == epochs * stream.steps_per_epoch * batch_size
+    assert peak < bound, f"peak {peak} B is {peak / bound:.2f} x the stated bound"
 
 
 def test_learning_rate_warms_up_holds_then_decays() -> None:
