@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
+import shutil
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tessera import models
-from tessera.errors import ArchitectureError, NoTilesError, TrainingError
+from tessera.cli import main
+from tessera.errors import ArchitectureError, NoTilesError, ResumeMismatchError, TrainingError
 from tessera.models import v1, v2
 from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import combine, mix32
@@ -208,6 +212,37 @@ def test_same_seed_same_bytes_and_resume_gives_the_same_bytes(results: Path, tra
     assert {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in digest} == digest
     other = train(tiny_config(seed=1), sources, tmp_path / "seed1", resume=False)
     assert hashlib.sha256(other.encoder.read_bytes()).hexdigest() != digest["encoder.pt"]
+
+
+def test_a_checkpoint_of_another_run_stops_plain_train_and_is_set_aside_with_restart_if_changed(
+    results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    out = shutil.copytree(trained, tmp_path / "train")
+    old = (out / "checkpoint.pt").read_bytes()
+    changed = tiny_config(learning_rate=2e-3)
+    settings = tmp_path / "train.yaml"
+    settings.write_text(yaml.safe_dump(changed.to_dict()))
+    argv = ["train", "--data", str(results), "--years", "2022", "--train-config", str(settings), "--out-dir", str(out)]
+    assert main(argv) == 2
+    assert "ResumeMismatchError: resume checkpoint" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == old and not list(out.glob("*.stale-*"))
+    with caplog.at_level(logging.WARNING, logger="tessera.train.loop"):
+        assert main([*argv, "--restart-if-changed"]) == 0
+    (stale,) = out.glob("checkpoint.pt.stale-*")
+    assert stale.read_bytes() == old and f"moved to {stale}" in caplog.text
+    # a fresh start: the bytes of the same run in an empty directory
+    fresh = train(changed, find_tiles([results], [2022]), tmp_path / "fresh")
+    assert (out / "checkpoint.pt").read_bytes() == fresh.checkpoint.read_bytes()
+    # a checkpoint of this very run is still resumed (here: already complete), nothing more set aside
+    assert main([*argv, "--restart-if-changed"]) == 0
+    assert len(list(out.glob("checkpoint.pt.stale-*"))) == 1
+    assert (out / "checkpoint.pt").read_bytes() == fresh.checkpoint.read_bytes()
+    # an explicit --resume of another run's checkpoint is not set aside: --restart-if-changed excludes it
+    with pytest.raises(SystemExit):
+        main([*argv, "--restart-if-changed", "--resume", str(stale)])
+    with pytest.raises(ResumeMismatchError, match="other settings"):
+        train(changed, find_tiles([results], [2022]), tmp_path / "x", resume=stale, restart_if_changed=True)
+    assert stale.is_file()
 
 
 def test_encoder_round_trips_through_models_load(trained: Path, results: Path) -> None:
