@@ -1,8 +1,9 @@
 """Training throughput: `tessera.train.train` against a plain PyTorch loop over the same tiles.
 
-Both run in this process, per architecture (the demo model and the v1.0 size), on seeded synthetic
-reference-layout tiles written to a temporary directory (no network, no server). The plain loop runs
-for ``--seconds`` (and at least 3 timed steps), then ours runs as many steps (at least 4):
+Each loop runs in a fresh child process of its own, per architecture (the demo model and the v1.0
+size), on seeded synthetic reference-layout tiles written to a temporary directory (no network, no
+server), so that neither loop's peak memory includes the other's. The plain loop runs for
+``--seconds`` (and at least 3 timed steps), then ours runs as many steps (at least 4):
 
 * ours: `tessera.train.train` (tiles memory-mapped and streamed through the shuffle buffer, views drawn
   vectorised on the device, bf16 autocast on a GPU, checkpoints as configured);
@@ -12,9 +13,10 @@ for ``--seconds`` (and at least 3 timed steps), then ours runs as many steps (at
   projector, loss, optimiser and precision.
 
 Prints training pixels per second (each pixel seen as two views; the first step of each loop is not
-timed) and the peak memory of each loop: on the CPU the process's peak resident set size during the
-loop (Linux ``VmHWM``, reset before each loop; it includes the interpreter and PyTorch, ~0.3 GB), on
-a GPU the peak of ``torch.cuda.max_memory_allocated``.
+timed), the peak memory of each loop's process: on the CPU its peak resident set size (it includes
+the interpreter and PyTorch, ~0.3 GB), on a GPU the peak of ``torch.cuda.max_memory_allocated``;
+and the ratio of the two speeds. ``--device auto`` (the default) is the pipeline's own choice
+(`tessera.staging.resolve_device`): CUDA when PyTorch sees it, else the CPU.
 Example: ``python benchmarks/train_throughput.py --seconds 20`` (CPU; ``--threads 1`` on a busy machine),
 ``--device cuda --seconds 15`` on a GPU (about 1.5 minutes in all).
 """
@@ -23,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing as mp
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tessera.layout import tile_name
 from tessera.models.arch import architecture
+from tessera.staging import resolve_device
 from tessera.tileio import read_tile
 from tessera.train import ProjectionHead, TrainConfig, barlow_twins_loss, find_tiles, train
 from tests.tilegen import cut, make_world, write_tile_dir
@@ -52,20 +58,11 @@ def write_tiles(root: Path, side: int, size: int, dates: int) -> None:
             write_tile_dir(root / "2022" / "tiles" / "bench" / tile_name(x0, y0, x0 + size, y0 + size), tile, grid)
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-
-
 def _peak_gib(device: torch.device) -> float:
+    """This process's peak: GPU memory allocated by PyTorch, or resident set size on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**30
-    status = Path("/proc/self/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM"))
-    return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def run_ours(root: Path, arch: str, batch: int, steps: int, device: torch.device, out: Path, threads: int) -> float:
@@ -138,8 +135,35 @@ def run_baseline(root: Path, arch_name: str, batch: int, seconds: float, device:
     return steps * batch / (time.monotonic() - start), steps + 1
 
 
+def _child(loop: str, args: dict[str, Any], queue: Any) -> None:
+    device = torch.device(args["device"])
+    torch.set_num_threads(args["threads"])
+    root, arch, batch = Path(args["root"]), args["arch"], args["batch"]
+    if loop == "plain":
+        rate, steps = run_baseline(root, arch, batch, args["seconds"], device)
+    else:
+        steps = args["steps"]
+        rate = run_ours(root, arch, batch, steps, device, root / f"out-{arch}", args["threads"])
+    queue.put({"rate": rate, "steps": steps, "peak_gib": _peak_gib(device)})
+
+
+def in_child(loop: str, **args: Any) -> dict[str, Any]:
+    """Run ``loop`` (``plain`` or ``ours``) in a fresh interpreter: its speed, steps and peak memory."""
+    ctx = mp.get_context("spawn")  # no memory (and no CUDA context) inherited from this process
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(loop, args, queue))
+    proc.start()
+    proc.join()  # the result is a few bytes: it fits the pipe, so the child can exit before it is read
+    if proc.exitcode != 0:
+        raise RuntimeError(
+            f"the {loop} loop for {args['arch']} failed (exit code {proc.exitcode}); see its traceback above"
+        )
+    result: dict[str, Any] = queue.get(timeout=10)
+    return result
+
+
 def main() -> None:
-    """Write the tiles, run both loops per architecture, print the table."""
+    """Write the tiles, run both loops per architecture (each in its own process), print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per loop and architecture")
@@ -150,30 +174,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of both loops (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
-    device = torch.device("cpu") if device.type == "auto" else device
+    device = resolve_device(args.device)
     threads = args.threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_tiles(root, args.side, args.side // 2, args.dates)
         for arch in args.archs:
             batch = args.batch_size or _BATCH.get((device.type, arch), 64)
+            common = {"root": str(root), "arch": arch, "batch": batch, "device": str(device), "threads": threads}
             # the plain loop first: ours then runs as many steps as it did (at least 4), so both do similar work
-            _reset_peak(device)
-            base, steps = run_baseline(root, arch, batch, args.seconds, device)
-            base_mem = _peak_gib(device)
-            _reset_peak(device)
-            ours = run_ours(root, arch, batch, max(4, steps), device, root / f"out-{arch}", threads)
-            rows.append((arch, batch, max(4, steps), ours, _peak_gib(device), base, base_mem))
+            base = in_child("plain", seconds=args.seconds, **common)
+            ours = in_child("ours", steps=max(4, base["steps"]), **common)
+            rows.append((arch, batch, ours["steps"], ours["rate"], ours["peak_gib"], base["rate"], base["peak_gib"]))
     memory = "peak GPU GiB" if device.type == "cuda" else "peak RSS GiB"
     print(f"device {device} ({threads} threads), plain loop >= {args.seconds:g} s, projector {_PROJECTOR}")
     head = f"{'arch':<6} {'batch':>5} {'steps':>5} {'ours px/s':>10} {memory:>13} {'plain px/s':>11} {memory:>13}"
     print(head + f" {'ours/plain':>10}")
-    for arch, batch, steps, ours, om, base, bm in rows:
+    for arch, batch, steps, ours_rate, om, base_rate, bm in rows:
         print(
-            f"{arch:<6} {batch:>5} {steps:>5} {ours:>10.1f} {om:>13.2f} {base:>11.1f} {bm:>13.2f} {ours / base:>9.2f}x"
+            f"{arch:<6} {batch:>5} {steps:>5} {ours_rate:>10.1f} {om:>13.2f} {base_rate:>11.1f} {bm:>13.2f}"
+            f" {ours_rate / base_rate:>9.2f}x"
         )
 
 

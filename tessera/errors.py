@@ -18,6 +18,7 @@ __all__ = [
     "NoTilesError",
     "PeriodError",
     "ProductsMissingError",
+    "ResumeMismatchError",
     "RoiError",
     "ServerError",
     "TesseraError",
@@ -98,6 +99,10 @@ class NoTilesError(TesseraError, FileNotFoundError):
 
 class TrainingError(TesseraError, ValueError):
     """Training cannot start or resume with these settings (bad value, no usable pixel, incompatible resume)."""
+
+
+class ResumeMismatchError(TrainingError):
+    """A resume checkpoint belongs to another run: another architecture, other learned settings or other tiles."""
 
 
 class LabelError(TesseraError, ValueError):

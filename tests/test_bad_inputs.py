@@ -438,7 +438,7 @@ CASES = [
     Case("itemcollection-not-json", "DataSourceError", _items_not_json),
     Case("train-no-tiles-for-year", "NoTilesError", _train_no_tiles_for_year),
     Case("train-unknown-architecture", "ArchitectureError", _train_unknown_architecture),
-    Case("train-resume-other-architecture", "TrainingError", _train_resume_other_architecture),
+    Case("train-resume-other-architecture", "ResumeMismatchError", _train_resume_other_architecture),
     Case("evaluate-labels-outside-roi", "LabelError", _evaluate_labels_outside_roi),
     Case("evaluate-single-class", "LabelError", _evaluate_single_class),
     Case("export-year-without-products", "ProductsMissingError", _export_without_products),

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
+import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tessera import models
-from tessera.errors import ArchitectureError, NoTilesError, TrainingError
-from tessera.models import v1, v2
+from tessera.cli import main
+from tessera.errors import ArchitectureError, NoTilesError, ResumeMismatchError, TrainingError
+from tessera.models import v2
 from tessera.models.arch import ARCHITECTURES, architecture
-from tessera.sampling import combine, mix32
+from tessera.sampling import _SLOT_SALT, combine, mix32
 from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, load_train_config, train
 from tessera.train.data import PixelStream, scan
 from tessera.train.views import draw, to_tensors, view_seeds
@@ -90,7 +95,7 @@ def test_two_views_never_share_draws() -> None:
     assert bool((seeds[0] != seeds[1]).all())
     # every per-slot uniform of the with-replacement draw differs between the views
     slots = torch.arange(40)
-    u = [combine(combine(s, 0x51A7).unsqueeze(1), slots.unsqueeze(0)) for s in seeds]
+    u = [combine(combine(s, _SLOT_SALT).unsqueeze(1), slots.unsqueeze(0)) for s in seeds]
     assert bool((u[0] != u[1]).all())
     s2 = [draw(px, s, (40, 40))[0] for s in seeds]
     # pixels with >= 40 valid of 60 draw 40 distinct steps; the two views pick different sets
@@ -149,6 +154,35 @@ def test_stream_visits_each_pixel_once_per_epoch_and_resumes_anywhere(results: P
         np.testing.assert_array_equal(batch.col, full[start][2].col)
 
 
+@pytest.mark.parametrize(
+    ("side", "buffer_pixels", "piece_pixels", "batch_size"),
+    [(64, 1024, 128, 64), (32, 128, 16, 100)],  # the last: pieces of one row of a 32 px tile
+)
+def test_stream_memory_stays_below_the_stated_bound(
+    tmp_path: Path, side: int, buffer_pixels: int, piece_pixels: int, batch_size: int
+) -> None:
+    # long time series, so that the pixel records (not tile metadata) dominate what is allocated
+    sources = find_tiles([write_results(tmp_path, side=side, size=32, dates=(100, 50, 50))], [2022])
+    data = scan(sources, 5, piece_pixels)
+    stream = PixelStream(data, batch_size, buffer_pixels, piece_pixels, seed=1)
+    # the bound of tessera.train.data's docstring, as written there
+    widest = max(piece_pixels, max(t.width for t in data.tiles))
+    records = 2 * (max(1, buffer_pixels // piece_pixels) * widest + widest) + 3 * batch_size
+    bound = records * (23 * data.t2 + 7 * data.t1 + 32)
+    epochs, seen = 3, 0
+    tracemalloc.start()
+    try:
+        for step, _, batch in stream.batches():  # holding each batch until the next, as the trainer does
+            if step == epochs * stream.steps_per_epoch:
+                break
+            seen += len(batch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == epochs * stream.steps_per_epoch * batch_size
+    assert peak < bound, f"peak {peak} B is {peak / bound:.2f} x the stated bound"
+
+
 def test_learning_rate_warms_up_holds_then_decays() -> None:
     cfg = TrainConfig(steps=100, learning_rate=1.0, warmup_ratio=0.2, plateau_ratio=0.2)
     rates = [learning_rate(s, cfg) for s in range(100)]
@@ -180,6 +214,37 @@ def test_same_seed_same_bytes_and_resume_gives_the_same_bytes(results: Path, tra
     assert hashlib.sha256(other.encoder.read_bytes()).hexdigest() != digest["encoder.pt"]
 
 
+def test_a_checkpoint_of_another_run_stops_plain_train_and_is_set_aside_with_restart_if_changed(
+    results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    out = shutil.copytree(trained, tmp_path / "train")
+    old = (out / "checkpoint.pt").read_bytes()
+    changed = tiny_config(learning_rate=2e-3)
+    settings = tmp_path / "train.yaml"
+    settings.write_text(yaml.safe_dump(changed.to_dict()))
+    argv = ["train", "--data", str(results), "--years", "2022", "--train-config", str(settings), "--out-dir", str(out)]
+    assert main(argv) == 2
+    assert "ResumeMismatchError: resume checkpoint" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == old and not list(out.glob("*.stale-*"))
+    with caplog.at_level(logging.WARNING, logger="tessera.train.loop"):
+        assert main([*argv, "--restart-if-changed"]) == 0
+    (stale,) = out.glob("checkpoint.pt.stale-*")
+    assert stale.read_bytes() == old and f"moved to {stale}" in caplog.text
+    # a fresh start: the bytes of the same run in an empty directory
+    fresh = train(changed, find_tiles([results], [2022]), tmp_path / "fresh")
+    assert (out / "checkpoint.pt").read_bytes() == fresh.checkpoint.read_bytes()
+    # a checkpoint of this very run is still resumed (here: already complete), nothing more set aside
+    assert main([*argv, "--restart-if-changed"]) == 0
+    assert len(list(out.glob("checkpoint.pt.stale-*"))) == 1
+    assert (out / "checkpoint.pt").read_bytes() == fresh.checkpoint.read_bytes()
+    # an explicit --resume of another run's checkpoint is not set aside: --restart-if-changed excludes it
+    with pytest.raises(SystemExit):
+        main([*argv, "--restart-if-changed", "--resume", str(stale)])
+    with pytest.raises(ResumeMismatchError, match="other settings"):
+        train(changed, find_tiles([results], [2022]), tmp_path / "x", resume=stale, restart_if_changed=True)
+    assert stale.is_file()
+
+
 def test_encoder_round_trips_through_models_load(trained: Path, results: Path) -> None:
     payload = torch.load(trained / "encoder.pt", weights_only=True)
     assert set(payload) == {"model_state_dict", "arch", "config", "provenance", "step"}
@@ -195,16 +260,6 @@ def test_encoder_round_trips_through_models_load(trained: Path, results: Path) -
     full = models.load(trained / "checkpoint.pt")
     s2, s1 = torch.randn(3, 8, 11), torch.randn(3, 8, 3)
     assert torch.equal(full.module(s2, s1), loaded.module(s2, s1))
-
-
-def test_reference_style_loader_accepts_the_encoder(trained: Path) -> None:
-    # what the reference's v1.0-QAT loader does (reference-spec 4.1): split by prefix, strict per component
-    payload = torch.load(trained / "encoder.pt", weights_only=True)
-    state = {k.replace("_orig_mod.", ""): v for k, v in payload["model_state_dict"].items()}
-    model = v1.build(d_model=64, nhead=2, num_layers=2, dim_feedforward=64)
-    for prefix in ("s2_backbone.", "s1_backbone.", "dim_reducer."):
-        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        getattr(model, prefix[:-1]).load_state_dict(part, strict=True)
 
 
 def test_v2_architectures_save_the_student_layout(tmp_path: Path) -> None:

@@ -22,9 +22,21 @@ from tests.tilegen import cut, make_world, write_tile_dir
 __all__ = ["WORLD", "block_classes", "tiny_config", "write_label_raster", "write_results"]
 
 
-def write_results(root: Path, year: int = 2022, *, seed: int = 3, side: int = 48, size: int = 24) -> Path:
-    """A results directory with ``(side / size)**2`` tiles of one seeded world for ``year``; returns ``root``."""
-    world = make_world(seed, side, side, t_s2=30, t_asc=14, t_desc=12, valid_fraction=0.8, empty_fraction=0.05)
+def write_results(
+    root: Path,
+    year: int = 2022,
+    *,
+    seed: int = 3,
+    side: int = 48,
+    size: int = 24,
+    dates: tuple[int, int, int] = (30, 14, 12),
+) -> Path:
+    """A results directory with ``(side / size)**2`` tiles of one seeded world for ``year``; returns ``root``.
+
+    ``dates``: the S2, S1 ascending and S1 descending dates of the world.
+    """
+    t_s2, t_asc, t_desc = dates
+    world = make_world(seed, side, side, t_s2=t_s2, t_asc=t_asc, t_desc=t_desc, valid_fraction=0.8, empty_fraction=0.05)
     for x0 in range(0, side, size):
         for y0 in range(0, side, size):
             tile, grid = cut(world, x0, y0, size)

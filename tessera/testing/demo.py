@@ -102,12 +102,15 @@ def _snakemake(workdir: Path, config: Path, cores: int, extra: list[str]) -> int
 def train_demo(results: Path, years: list[int], out: Path) -> Path:
     """Train the demo model on the demo run's tiles (`DEMO_TRAIN_CONFIG`); a finished run is reused.
 
+    A checkpoint of another run in ``out`` (the tiles or the settings changed) is moved aside and
+    training starts afresh (`tessera.train.train`'s ``restart_if_changed``).
+
     Returns:
         The encoder checkpoint.
     """
     from tessera.train import find_tiles, load_train_config, train
 
-    result = train(load_train_config(DEMO_TRAIN_CONFIG), find_tiles([results], years), out)
+    result = train(load_train_config(DEMO_TRAIN_CONFIG), find_tiles([results], years), out, restart_if_changed=True)
     log.info("demo: trained %d steps (%.0f pixels/s); encoder %s", result.steps, result.pixels_per_second, out)
     return result.encoder
 

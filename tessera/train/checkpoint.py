@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tessera.errors import TrainingError
+from tessera.errors import ResumeMismatchError, TrainingError
 from tessera.io import atomic_path
 from tessera.models import load_payload
 from tessera.models.arch import Architecture
@@ -121,9 +121,10 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
 
     Raises:
         CheckpointError: The file is missing or unreadable.
-        TrainingError: It is not a full training checkpoint, is of another architecture, or was made
-            with settings that change what is learned (seed, batch size, schedule, data filter...)
-            or on other tiles (``tiles``: this run's `tessera.train.data.TrainingData.provenance`).
+        TrainingError: It is not a full training checkpoint.
+        ResumeMismatchError: It is of another architecture, or was made with settings that change
+            what is learned (seed, batch size, schedule, data filter...) or on other tiles (``tiles``:
+            this run's `tessera.train.data.TrainingData.provenance`).
     """
     payload = load_payload(path)
     if not isinstance(payload, Mapping) or "optimizer_state_dict" not in payload or "arch" not in payload:
@@ -133,7 +134,7 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
         )
     saved = Architecture.from_dict(payload["arch"])
     if saved != arch:
-        raise TrainingError(
+        raise ResumeMismatchError(
             f"resume checkpoint {path} is of architecture {saved.name} ({saved.family}, d_model {saved.d_model}, "
             f"{saved.num_layers} layers), not {arch.name}; pass --arch {saved.name} to resume it, or use another "
             "output directory for a new run"
@@ -143,12 +144,12 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise TrainingError(
+        raise ResumeMismatchError(
             f"resume checkpoint {path} was made with other settings ({diffs}); use the same settings to resume, "
             "or another output directory for a new run"
         )
     if list(dict(payload.get("provenance", {})).get("tiles", [])) != tiles:
-        raise TrainingError(
+        raise ResumeMismatchError(
             f"resume checkpoint {path} was trained on other tiles (a tile was added, removed or rewritten); "
             "use the same tiles to resume, or another output directory for a new run"
         )

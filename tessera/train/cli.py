@@ -27,7 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
     sources = find_tiles([Path(d) for d in args.data], args.years)
     resume: bool | Path = False if args.no_resume else (Path(args.resume) if args.resume else True)
-    result = train(cfg, sources, Path(args.out_dir), resume=resume)
+    result = train(cfg, sources, Path(args.out_dir), resume=resume, restart_if_changed=args.restart_if_changed)
     state = "complete" if result.complete else "stopped early (rerun the same command to resume)"
     log.info(
         "%s: %d steps, final loss %.4f, %.0f pixels/s; encoder %s",
@@ -56,4 +56,10 @@ def add_cli(subparsers: Any) -> None:
         "--resume", default=None, help="full checkpoint to resume from (default: <out-dir>/checkpoint.pt)"
     )
     group.add_argument("--no-resume", action="store_true", help="start afresh even if <out-dir>/checkpoint.pt exists")
+    group.add_argument(
+        "--restart-if-changed",
+        action="store_true",
+        help="resume <out-dir>/checkpoint.pt if it is of this run; if it is of another (architecture, settings or "
+        "tiles changed), move it to checkpoint.pt.stale-<time> and start afresh instead of failing",
+    )
     p.set_defaults(func=_cmd_train)

@@ -16,13 +16,18 @@ the remainder carried into the next buffer. The batch of step ``s`` is therefore
 (seed, data, ``s``), so a resumed run gets exactly the batches the killed one would have had, after
 reading only the buffer it resumes in.
 
-Memory bound. At most two buffers' worth of pixel records are alive at once (the buffer being cut
-plus its concatenation with the carried remainder): ``2 x (buffer_pixels + max(piece_pixels, W) +
-batch_size)`` records of ``23 * T2 + 7 * T1 + 24`` bytes, with ``T2``/``T1`` the largest S2 / S1
-(ascending + descending) time dimension over the tiles and ``W`` the widest tile. Example: the
-defaults (32768-pixel buffer, 1024-pixel pieces, batch 256, 500 px tiles) with T2 = 150 and T1 =
-120 hold at most 2 x 34,048 records x 4.3 kB = 293 MB. Tile files are memory-mapped: the page cache
-they use is the kernel's to reclaim.
+Memory bound. A buffer is ``k = max(1, buffer_pixels // piece_pixels)`` pieces of at most ``P =
+max(piece_pixels, W)`` pixels each (``W``: the widest tile; a piece is at least one row). At most two
+buffers' worth of pixel records are alive at once (the pieces and their concatenation, then the
+concatenation and its shuffled copy), plus the remainder carried into the next buffer (held twice while
+it is copied in front of it) and the batch the caller holds: at most ``2 x (k x P + P) + 3 x batch_size``
+records (the extra piece covers the piece being read and the shuffle's index) of ``23 * T2 + 7 * T1 +
+32`` bytes (S2: 10 int16 bands, a validity byte and an int16 day per date; S1: 2 int16 bands, an int16
+day and an orbit byte per date; four int64 columns), with ``T2``/``T1`` the largest S2 / S1 (ascending
++ descending) time dimension over the tiles. With tiles no wider than a piece and ``buffer_pixels`` a
+multiple of ``piece_pixels``, ``k x P`` is ``buffer_pixels``. Example: the defaults (32768-pixel buffer,
+1024-pixel pieces, batch 256, 500 px tiles) with T2 = 150 and T1 = 120 hold at most 68,352 records x
+4,322 B = 295 MB. Tile files are memory-mapped: the page cache they use is the kernel's to reclaim.
 """
 
 from __future__ import annotations
@@ -114,6 +119,23 @@ class PixelRecords:
     def take(self, index: np.ndarray | slice) -> PixelRecords:
         """The records at ``index`` (a copy for an index array, a view for a slice)."""
         return PixelRecords(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def copy(self) -> PixelRecords:
+        """The records in arrays of their own (a view keeps the whole array it views alive)."""
+        return PixelRecords(*(getattr(self, f.name).copy() for f in fields(self)))
+
+    def after(self, head: PixelRecords | None, index: np.ndarray) -> PixelRecords:
+        """``head``'s records (if any), then the records at ``index``, in one new array per field."""
+        n = 0 if head is None else len(head)
+        parts = []
+        for f in fields(self):
+            source = getattr(self, f.name)
+            out = np.empty((n + len(index), *source.shape[1:]), source.dtype)
+            if head is not None:
+                out[:n] = getattr(head, f.name)
+            np.take(source, index, axis=0, out=out[n:], mode="clip")  # "raise" would buffer a copy
+            parts.append(out)
+        return PixelRecords(*parts)
 
     @classmethod
     def concat(cls, parts: Sequence[PixelRecords]) -> PixelRecords:
@@ -279,13 +301,21 @@ class PixelStream:
         k = self.pieces_per_buffer
         return [self.data.pieces[order[i : i + k]] for i in range(0, len(order), k)]
 
-    def _read(self, epoch: int, index: int, pieces: np.ndarray) -> PixelRecords:
-        records = PixelRecords.concat([load_piece(self.data, p) for p in pieces])
-        shuffle = np.random.default_rng([self.seed, epoch, index, _SHUFFLE_TAG]).permutation(len(records))
-        return records.take(shuffle)
+    def _pool(self, epoch: int, index: int, pieces: np.ndarray, skip: int, carry: PixelRecords | None) -> PixelRecords:
+        """``carry``, then buffer ``index`` (``pieces``) of the epoch shuffled, less its first ``skip`` pixels.
+
+        At most two buffers' records are alive: the pieces and their concatenation, then the
+        concatenation and its shuffled copy (one gather, with ``carry`` written in front).
+        """
+        fresh = PixelRecords.concat([load_piece(self.data, p) for p in pieces])
+        shuffle = np.random.default_rng([self.seed, epoch, index, _SHUFFLE_TAG]).permutation(len(fresh))
+        return fresh.after(carry, shuffle[skip:])
 
     def batches(self, start_step: int = 0) -> Iterator[tuple[int, int, PixelRecords]]:
-        """``(step, epoch, batch)`` from ``start_step`` on, for ever (the caller stops)."""
+        """``(step, epoch, batch)`` from ``start_step`` on, for ever (the caller stops).
+
+        Each batch is a copy, so a batch the caller still holds does not keep its buffer alive.
+        """
         step = start_step
         while True:
             epoch, first = divmod(step, self.steps_per_epoch)
@@ -297,11 +327,11 @@ class PixelStream:
             carry: PixelRecords | None = None
             end_of_epoch = (epoch + 1) * self.steps_per_epoch
             while step < end_of_epoch:
-                fresh = self._read(epoch, index, buffers[index]).take(slice(skip, None))
-                pool = fresh if carry is None else PixelRecords.concat([carry, fresh])
+                pool = self._pool(epoch, index, buffers[index], skip, carry)
                 skip, index, start = 0, index + 1, 0
                 while len(pool) - start >= self.batch_size and step < end_of_epoch:
-                    yield step, epoch, pool.take(slice(start, start + self.batch_size))
+                    yield step, epoch, pool.take(slice(start, start + self.batch_size)).copy()
                     start += self.batch_size
                     step += 1
-                carry = pool.take(slice(start, None))
+                carry = pool.take(slice(start, None)).copy()
+                del pool  # before the next buffer is read

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import tessera
-from tessera.errors import TrainingError
+from tessera.errors import ResumeMismatchError, TrainingError
 from tessera.io import write_json_atomic
 from tessera.models.arch import Architecture, architecture
 from tessera.sampling import Norms
@@ -181,7 +181,12 @@ def _step(
 
 
 def train(
-    cfg: TrainConfig, sources: Sequence[TileSource], out_dir: str | Path, *, resume: bool | Path = True
+    cfg: TrainConfig,
+    sources: Sequence[TileSource],
+    out_dir: str | Path,
+    *,
+    resume: bool | Path = True,
+    restart_if_changed: bool = False,
 ) -> TrainResult:
     """Train ``cfg.arch`` with Barlow Twins on the tiles and write ``encoder.pt``, ``checkpoint.pt``, ``train.json``.
 
@@ -191,10 +196,16 @@ def train(
         out_dir: Output directory.
         resume: True: continue from ``out_dir/checkpoint.pt`` if there is one; a path: continue from that
             full checkpoint; False: start afresh (an existing checkpoint is overwritten).
+        restart_if_changed: With ``resume=True``: if ``out_dir/checkpoint.pt`` belongs to another run
+            (another architecture, other learned settings or other tiles), rename it to
+            ``checkpoint.pt.stale-<UTC time>`` and start afresh instead of raising. For callers that
+            always train into the same directory (the workflow's ``train`` rule, the demo).
 
     Raises:
         ArchitectureError: ``cfg.arch`` is not a known architecture.
-        TrainingError: No usable pixel, or a resume checkpoint of another run (architecture, settings, data).
+        TrainingError: No usable pixel, or the resume checkpoint is not a full training checkpoint.
+        ResumeMismatchError: The resume checkpoint is of another run (architecture, settings, tiles) and
+            ``restart_if_changed`` does not apply.
         TileError: A tile directory is malformed.
     """
     arch = architecture(cfg.arch)
@@ -213,7 +224,17 @@ def train(
         start, history = 0, list[list[float]]()
         resume_from = out / FULL_NAME if resume is True else (Path(resume) if resume else None)
         if resume_from is not None and (resume is not True or resume_from.is_file()):
-            start, history = _resume(resume_from, arch, cfg, data, model, opt)
+            try:
+                start, history = _resume(resume_from, arch, cfg, data, model, opt)
+            except ResumeMismatchError as err:
+                if not (restart_if_changed and resume is True):
+                    raise
+                # nothing was loaded yet (read_resume checks before anything is set): a fresh start as-is
+                aside = resume_from.with_name(f"{resume_from.name}.stale-{started:%Y%m%dT%H%M%SZ}")
+                os.replace(resume_from, aside)
+                logger.warning(
+                    "%s belongs to another run, so it was moved to %s; training afresh (%s)", resume_from, aside, err
+                )
         step, last, rate = _loop(model, opt, stream, cfg, device, start, history, (out, arch, meta), clock)
         save_encoder(out / ENCODER_NAME, arch, model.encoder, meta, step)
     seconds = time.monotonic() - clock
