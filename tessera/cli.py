@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "read-s1", cmd_read_s1, [settings, plan, chunk, year, orbit, ("--items", req), ("--out-dir", req)])
     _add(sub, "tiles", cmd_tiles, [plan, tile_size, chunk, ("--stack-dir", req), ("--out-dir", req)])
     machine: list[tuple[str, dict[str, Any]]] = [
-        ("--device", {"default": "auto", "choices": ["auto", "cpu", "cuda"], "help": "model.device"}),
-        ("--batch-size", {"type": int, "default": 0, "help": "GPU pixels per forward pass (0: from free memory)"}),
+        ("--device", {**req, "choices": ["auto", "cpu", "cuda"], "help": "model.device"}),
+        ("--batch-size", {**req, "type": int, "help": "model.batch_size (0: chosen from free GPU memory)"}),
     ]
     _add(
         sub,
