@@ -13,7 +13,7 @@ rule export_tiles:
         plan_dir=plan_dir,
         tile_size=TILE_SIZE,
         version=S.version("tiles"),
-        stack_dir=lambda wc, input: Path(input.stacks[0]).parents[1],
+        stack_dir=lambda wc: R.chunk_stack_dir(wc.year, wc.chunk),
     conda:
         "../envs/tessera.yaml"
     shell:

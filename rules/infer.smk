@@ -17,7 +17,7 @@ rule infer:
         batch_size=lambda wc, resources: BATCH_SIZE,
         settings=S.settings("infer"),
         version=S.version("infer"),
-        stack_dir=lambda wc, input: Path(input.stacks[0]).parents[1],
+        stack_dir=lambda wc: R.chunk_stack_dir(wc.year, wc.chunk),
     threads: 4
     resources:
         gpu=INFER_GPUS,

@@ -21,10 +21,10 @@ rule train:
     log:
         R.log("train", "train"),
     params:
-        data=lambda wc, output: Path(output.encoder).parent.parent,
+        data=lambda wc: R.root,
         years=" ".join(YEARS),
         settings=lambda wc, input: f"--train-config {input.settings}" if input.settings else "",
-        out_dir=lambda wc, output: Path(output.encoder).parent,
+        out_dir=lambda wc: R.train_dir(),
     threads: 4
     resources:
         gpu=INFER_GPUS,

@@ -26,7 +26,7 @@ from tessera.errors import DataSourceError
 from tessera.grid import Chunk
 from tessera.layout import ORBITS
 from tessera.plan import StoredPlan
-from tessera.results import VALID_COUNT_FILE
+from tessera.results import VALID_COUNT_FILE, stack_path
 
 __all__ = ["COUNT_BANDS", "COUNTS_NODATA", "write_counts"]
 
@@ -42,7 +42,7 @@ def _chunk_counts(stack_dir: Path, chunk: Chunk) -> np.ndarray:
     """``(2, H, W)`` uint16 counts of one chunk from its read steps' ``valid_count.npy``."""
 
     def load(product: str) -> np.ndarray:
-        path = stack_dir / chunk.id / product / VALID_COUNT_FILE
+        path = stack_path(stack_dir, chunk.id, product, VALID_COUNT_FILE)
         try:
             arr: np.ndarray = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:

@@ -50,7 +50,7 @@ from tessera.layout import PRODUCTS
 from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
-from tessera.results import QA_FILE
+from tessera.results import QA_FILE, search_path, stack_path
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, offline_validator
 
 __all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "stitch"]
@@ -151,7 +151,7 @@ def _source_links(plan: StoredPlan, search_dir: Path, base: Path) -> list[tuple[
     links = []
     for chunk in plan.chunks:
         for product in PRODUCTS:
-            path = search_dir / chunk.id / f"{product}.json"
+            path = search_path(search_dir, chunk.id, product)
             try:
                 count = len(json.loads(path.read_text()).get("features", []))
             except (OSError, ValueError) as exc:
@@ -168,7 +168,7 @@ def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
     seen: dict[str, set[str]] = {"s2": set(), "s1": set()}
     for chunk in plan.chunks:
         for product in PRODUCTS:
-            path = stack_dir / chunk.id / product / QA_FILE
+            path = stack_path(stack_dir, chunk.id, product, QA_FILE)
             try:
                 provider = json.loads(path.read_text())["source"]["provider"]
             except (OSError, ValueError, KeyError) as exc:
@@ -188,7 +188,7 @@ def data_window(plan: StoredPlan, stack_dir: Path, year: int) -> Window:
     seen: set[str] = set()
     for chunk in plan.chunks:
         for product in PRODUCTS:
-            path = stack_dir / chunk.id / product / QA_FILE
+            path = stack_path(stack_dir, chunk.id, product, QA_FILE)
             try:
                 seen.add(str(json.loads(path.read_text()).get("window") or window(year).label))
             except (OSError, ValueError) as exc:

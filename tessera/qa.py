@@ -21,10 +21,10 @@ import rasterio
 from tessera import __version__
 from tessera.embedfiles import read_sidecar
 from tessera.io import atomic_path
-from tessera.layout import PRODUCTS
+from tessera.layout import ORBITS, PRODUCTS
 from tessera.nodata import PixelClass
 from tessera.plan import StoredPlan
-from tessera.results import QA_FILE, VALID_COUNT_FILE
+from tessera.results import QA_FILE, VALID_COUNT_FILE, stack_path
 
 __all__ = ["load_stack_qa", "skipped_scenes", "write_qa_report"]
 
@@ -35,7 +35,9 @@ _MAP_MAX_SIDE = 512
 
 def load_stack_qa(stack_dir: Path, chunk_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{chunk: {product: qa.json}}`` for every chunk of a year."""
-    return {cid: {p: json.loads((stack_dir / cid / p / QA_FILE).read_text()) for p in PRODUCTS} for cid in chunk_ids}
+    return {
+        cid: {p: json.loads(stack_path(stack_dir, cid, p, QA_FILE).read_text()) for p in PRODUCTS} for cid in chunk_ids
+    }
 
 
 def skipped_scenes(qa: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, str, str]]:
@@ -83,8 +85,8 @@ def _count_maps(plan: StoredPlan, stack_dir: Path) -> tuple[_Counts, _Counts, np
     for c in plan.chunks:
         inside = plan.mask(c.grid)
         col, row = c.grid.offset_in(plan.grid)
-        s2.add(np.load(stack_dir / c.id / "s2" / VALID_COUNT_FILE), inside, row, col)
-        s1_counts = sum(np.load(stack_dir / c.id / f"s1-{o}" / VALID_COUNT_FILE) for o in ("ascending", "descending"))
+        s2.add(np.load(stack_path(stack_dir, c.id, "s2", VALID_COUNT_FILE)), inside, row, col)
+        s1_counts = sum(np.load(stack_path(stack_dir, c.id, f"s1-{o}", VALID_COUNT_FILE)) for o in ORBITS)
         s1.add(np.asarray(s1_counts, np.uint16), inside, row, col)
         r0, c0 = -row % step, -col % step
         sample = inside[r0::step, c0::step] > 0

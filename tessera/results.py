@@ -2,7 +2,8 @@
 
 The rules (`rules/*.smk`) build their inputs and outputs with these methods, passing Snakemake
 wildcard placeholders (``"{year}"``) where the value is per job; the package uses the same methods
-to find files inside the directories a job is given. Nothing else spells out a results path.
+to find files inside the directories a job is given (`stack_path`, `search_path`, below a year's
+``stack`` and ``search`` directories). Nothing else spells out a results path.
 
 ::
 
@@ -28,7 +29,17 @@ from pathlib import Path
 
 from tessera.layout import PRODUCTS
 
-__all__ = ["PLAN_CHUNKS", "PLAN_MASK", "QA_FILE", "VALID_COUNT_FILE", "Results", "part_name", "stack_names"]
+__all__ = [
+    "PLAN_CHUNKS",
+    "PLAN_MASK",
+    "QA_FILE",
+    "VALID_COUNT_FILE",
+    "Results",
+    "part_name",
+    "search_path",
+    "stack_names",
+    "stack_path",
+]
 
 #: Chunk plan file name inside a plan directory.
 PLAN_CHUNKS = "chunks.json"
@@ -48,6 +59,18 @@ def stack_names(product: str) -> tuple[str, ...]:
         orbit = product.removeprefix("s1-")
         return (f"sar_{orbit}.npy", f"sar_{orbit}_doy.npy")
     raise ValueError(f"unknown product {product!r}")
+
+
+def stack_path(stack_root: str | Path, chunk: str, product: str | None = None, name: str | None = None) -> Path:
+    """Below a year's stack directory (`Results.stack_root`): a chunk's stacks, one read step's output
+    directory (``product``), or one file of it (``name``)."""
+    parts = [p for p in (product, name) if p is not None]
+    return Path(stack_root, chunk, *parts)
+
+
+def search_path(search_root: str | Path, chunk: str, product: str) -> Path:
+    """Below a year's search directory (`Results.search_dir`): one search result."""
+    return Path(search_root, chunk, f"{product}.json")
 
 
 def part_name(index: int, tiles_per_job: int | None) -> str:
@@ -87,7 +110,7 @@ class Results:
 
     def search(self, year: int | str, chunk: str, product: str) -> str:
         """A search result (unsigned ItemCollection)."""
-        return self._p(str(year), "search", chunk, f"{product}.json")
+        return str(search_path(self.search_dir(year), chunk, product))
 
     def search_dir(self, year: int | str) -> str:
         """Every search result of a year."""
@@ -95,11 +118,15 @@ class Results:
 
     def stack_dir(self, year: int | str, chunk: str, product: str) -> str:
         """One read step's output directory."""
-        return self._p(str(year), "stack", chunk, product)
+        return str(stack_path(self.stack_root(year), chunk, product))
+
+    def chunk_stack_dir(self, year: int | str, chunk: str) -> str:
+        """A chunk's stacks (every read step's output directory of the chunk)."""
+        return str(stack_path(self.stack_root(year), chunk))
 
     def stack_file(self, year: int | str, chunk: str, product: str, name: str) -> str:
         """One file of a read step's output."""
-        return self._p(str(year), "stack", chunk, product, name)
+        return str(stack_path(self.stack_root(year), chunk, product, name))
 
     def stack_arrays(self, year: int | str, chunk: str, product: str) -> list[str]:
         """The stacked arrays of one read step (`stack_names`)."""
@@ -128,6 +155,10 @@ class Results:
     def product(self, year: int | str, suffix: str = ".tif") -> str:
         """A product file: ``tessera_<year><suffix>``."""
         return self._p(str(year), "products", f"tessera_{year}{suffix}")
+
+    def train_dir(self) -> str:
+        """The ``train`` target's output directory."""
+        return self._p("train")
 
     def train(self, name: str) -> str:
         """A file of the ``train`` target's output directory (``encoder.pt``, ``checkpoint.pt``, ``train.json``)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.io import atomic_path
+from tessera.results import Results
 from tessera.testing.servers import demo_servers
 from tessera.testing.world import DEMO_ROI, LABELS_FILE, generate_demo_data, is_generated
 
@@ -127,7 +128,7 @@ def evaluate_demo(data_dir: Path, results: Path, year: int) -> dict[str, Any]:
     from tessera.train import find_tiles, load_train_config
 
     seed = load_train_config(DEMO_TRAIN_CONFIG).seed
-    product = results / str(year) / "products" / f"tessera_{year}.tif"
+    product = Path(Results(str(results)).product(year))
     labels = data_dir / LABELS_FILE
     settings = EvalSettings(labels=labels, year=year, classes_file=labels.with_suffix(".json"), seed=seed)
     out = product.with_name(f"{product.stem}_probe")
@@ -177,7 +178,7 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
 def say_exports(results: Path, years: list[int]) -> None:
     """Tell the user where each demo year's geotessera export is, and how to open it."""
     for year in years:
-        out = results / str(year) / "geotessera"
+        out = Path(Results(str(results)).geotessera(year))
         print(f"demo: geotessera export of {year} in {out} (GeoTessera(embeddings_dir=..., registry_dir=...) opens it)")
 
 
