@@ -76,6 +76,7 @@ def _hint(err: jsonschema.ValidationError) -> str:
     """How to fix one schema violation, by the JSON Schema keyword that failed."""
     hints = {
         "additionalProperties": "remove that key or correct its spelling",
+        "unevaluatedProperties": "remove that key or correct its spelling (s2.offset_rule is a Sentinel-2 key)",
         "required": "add the missing key",
         "type": f"set it to a value of type {err.validator_value}",
         "enum": "use one of the listed values",
@@ -110,11 +111,6 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
             f"exist from {FIRST_YEAR} to last year; fix `years` in the config"
         )
     _check_period(cfg, hi, today)
-    if "offset_rule" in cfg["s1"]:
-        raise ConfigError(
-            "s1.offset_rule: the +1000 offset is a Sentinel-2 matter; "
-            "remove it from the s1 section (set s2.offset_rule instead)"
-        )
     for key in ("s2", "s1"):
         src = cfg[key]
         if src["source"] == "stac" and not ("url" in src and "collection" in src):
@@ -190,8 +186,10 @@ def schema_markdown() -> str:
     def walk(props: dict[str, Any], prefix: str) -> None:
         for name, sub in props.items():
             if "$ref" in sub:
-                ref = sub["$ref"].rsplit("/", 1)[-1]
-                sub = {**sch["$defs"][ref], **{k: v for k, v in sub.items() if k != "$ref"}}
+                ref = sch["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
+                own = {k: v for k, v in sub.items() if k != "$ref"}
+                # the section's own keys extend those of the definition
+                sub = {**ref, **own, "properties": {**ref.get("properties", {}), **own.get("properties", {})}}
             key = f"{prefix}{name}"
             typ = sub.get("type", "object")
             typ = " or ".join(map(str, typ)) if isinstance(typ, list) else str(typ)

@@ -14,6 +14,7 @@ __all__ = [
     "ExportConflictError",
     "GridMismatchError",
     "LabelError",
+    "NoSarFramesError",
     "NoScenesError",
     "NoTilesError",
     "PeriodError",
@@ -107,3 +108,7 @@ class ResumeMismatchError(TrainingError):
 
 class LabelError(TesseraError, ValueError):
     """Evaluation labels cannot be used (unreadable, outside the tiles, fewer than two classes)."""
+
+
+class NoSarFramesError(TesseraError, ValueError):
+    """A v1.0 tile without any Sentinel-1 frame under ``model.nodata_policy: reference`` (reference-spec 3.2)."""

@@ -23,8 +23,11 @@ T). A fallback pixel's embedding therefore depends on the chunk's date set: it c
 reference's only when both date sets are the same (one chunk; or, as in the demo world, chunks that
 all see every scene). That is inherent to the reference's rule, not a seam of ours: pixels with a
 valid observation in both modalities never use the fallback and stay bit-identical whatever the
-chunking. An orbit without any frame contributes one all-zero frame on day 180 to the S1 fallback,
-as the reference's v1.0-QAT dataset does (`tessera.sampling.with_empty_orbit_frames`).
+chunking. For v1.0-QAT (and demo) an orbit without any frame contributes one all-zero frame on day
+180 to the S1 fallback, as the reference's v1.0-QAT dataset does
+(`tessera.sampling.with_empty_orbit_frames`); v1.0's dataset has no such frame, so its fallback
+draws from the other orbit alone and a tile without any S1 frame fails, as in the reference
+(reference-spec 3.2, 4.1).
 
 Every pixel gets one `PixelClass` under a policy, so QA can count them and two policies can be
 compared pixel by pixel. Nodata is encoded as the reference writes filtered pixels: an all-zero

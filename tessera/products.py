@@ -22,8 +22,8 @@ float32 vector), which is not a valid GeoTIFF nodata declaration for 128 bands o
 Tags. ``TESSERA_NODATA_POLICY`` (``reference``) and ``TESSERA_WINDOW`` (an ISO interval of dates)
 are written when the product was made under the reference policy or from a window other than the
 calendar year. A product without them was made with ``strict`` from the calendar year, which is
-what every release before these settings made, so such a product is byte for byte what they made.
-The STAC Item always names both.
+what every release before these settings made, so its COGs are byte for byte theirs (the STAC Item
+gained properties and the counts asset). The STAC Item always names both.
 """
 
 from __future__ import annotations

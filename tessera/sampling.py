@@ -12,10 +12,12 @@ Three samplers, chosen by `tessera.models.spec.InputSpec.sampling`:
   ``floor(u_j * n_valid)`` over the pixel's valid observations in time order. A pixel therefore gets
   the same sequence whatever the tiling, the chunk's date set, the batch, the run or the device.
   With ``fallback`` (``model.nodata_policy: reference``) a pixel without a valid observation in a
-  modality draws over all T of that modality instead, as the reference does; an orbit with no frame
-  at all then contributes one all-zero frame on day 180 (the reference's v1.0-QAT dataset). Such a
-  pixel's inputs depend on the dates of its chunk (the reference's: of its whole ROI), which no
-  seed can avoid; pixels with valid observations draw exactly as without ``fallback``.
+  modality draws over all T of that modality instead, as the reference does. An orbit with no frame
+  at all then contributes one all-zero frame on day 180 where the family's dataset does so
+  (`InputSpec.empty_orbit_frame`: v1.0-QAT and demo); v1.0's draws from the other orbit's frames
+  alone, and fails without any S1 frame, as the reference's v1.0 dataset does. Such a pixel's
+  inputs depend on the dates of its chunk (the reference's: of its whole ROI), which no seed can
+  avoid; pixels with valid observations draw exactly as without ``fallback``.
 * ``bins-v1.1``: all valid observations resampled to a length bin with the reference's
   ``build_resample_indices`` (reference-spec 4.2).
 * ``bins-v2``: the same with the v2 students' ``_pad_pattern`` (reference-spec 5.1).
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tessera.errors import NoSarFramesError
 from tessera.models.spec import InputSpec
 
 __all__ = [
@@ -288,12 +291,21 @@ def random_inputs(
 
     Without ``fallback`` every pixel needs >= 1 valid S2 and >= 1 valid S1 observation (the caller
     marks others nodata). With it, a pixel without a valid observation in a modality draws over all
-    T of that modality (`with_empty_orbit_frames` supplies S1 frames where an orbit has none); S2
-    needs T >= 1, which every pixel the reference embeds has.
+    T of that modality (where ``spec.empty_orbit_frame``, `with_empty_orbit_frames` supplies S1
+    frames where an orbit has none); S2 needs T >= 1, which every pixel the reference embeds has.
+
+    Raises:
+        NoSarFramesError: ``fallback`` without any S1 frame for a family without the empty-orbit frame (v1.0).
     """
     s2_valid = _or_all(px.s2_valid) if fallback else px.s2_valid
-    if fallback:
+    if fallback and spec.empty_orbit_frame:
         px = with_empty_orbit_frames(px)
+    elif fallback and px.s1.shape[1] == 0 and px.s1.shape[0] > 0:
+        raise NoSarFramesError(
+            "v1.0 under model.nodata_policy: reference cannot embed a tile without any Sentinel-1 frame "
+            "(the reference's v1.0 dataset fails on such a tile too); set model.nodata_policy: strict to "
+            "write nodata there, or check the s1 source and the year's Sentinel-1 coverage"
+        )
     s1_valid = _or_all(px.s1_valid) if fallback else px.s1_valid
     s2_idx = random_steps(s2_valid, px.s2_doy, combine(seeds, _S2_SALT), spec.s2_steps)
     s1_keys = px.s1_desc * 512 + px.s1_doy

@@ -12,15 +12,16 @@ from tessera.errors import ServerError
 from tessera.testing import servers as _servers
 from tessera.testing.servers import DemoServers, FaultConfig
 from tessera.testing.world import generate_demo_data
+from tests.e2e import FALLBACK_PATCH
 
 SKIP_ENV = "TESSERA_SKIP_SERVER_TESTS"
 
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo world for 2022 and 2023, generated once per session."""
+    """The demo world for 2022 and 2023 with a fallback patch in the e2e ROI, generated once per session."""
     out = tmp_path_factory.mktemp("demo-data")
-    generate_demo_data(out, [2022, 2023], seed=0)
+    generate_demo_data(out, [2022, 2023], seed=0, fallback_patch=FALLBACK_PATCH)
     return out
 
 
@@ -78,3 +79,16 @@ def base_run(demo_servers_session: DemoServers, tmp_path_factory: pytest.TempPat
     wd = tmp_path_factory.mktemp("base")
     run_snakemake(write_config(wd, demo_servers_session, keep_tiles=True))
     return wd
+
+
+@pytest.fixture(scope="session")
+def strict_run(base_run: Path, demo_servers_session: DemoServers, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`base_run` copied and rerun with ``model.nodata_policy: strict`` (inference and what follows it only).
+
+    The fallback patch of the demo world (`tests.e2e.FALLBACK_PATCH`) is nodata in its products.
+    """
+    from tests.e2e import copy_run, run_snakemake, write_config
+
+    run = copy_run(base_run, tmp_path_factory.mktemp("strict") / "run")
+    run_snakemake(write_config(run, demo_servers_session, keep_tiles=True, model={"nodata_policy": "strict"}))
+    return run

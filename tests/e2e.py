@@ -26,6 +26,12 @@ SNAKEFILE = ROOT / "Snakefile"
 #: so three chunks rather than four keeps the many e2e runs quicker.
 ROI_CENTRE = (302_000.0, 5_787_000.0)
 ROI_HALF = (350.0, 300.0)
+#: North-west corner of the demo world's fallback patch (`tessera.testing.world`) in the e2e world:
+#: in the ROI's south-east quarter, inside one 1 km chunk, rows 40-51 and columns 51-62 of the
+#: product. Columns 51-54 are always cloudy, 59-62 SAR-dark, 55-58 both: 48 pixels of each.
+FALLBACK_PATCH = (302_160.0, 5_786_900.0)
+#: The patch on the product grid: (rows, always-cloudy columns, SAR-dark columns).
+PATCH_ROWS, PATCH_CLOUDY, PATCH_DARK = slice(40, 52), slice(51, 59), slice(55, 63)
 
 
 def write_roi(path: Path) -> Path:

@@ -54,9 +54,19 @@ def write_roi(path: Path) -> Path:
 
 
 def write_product(
-    root: Path, *, year: int = 2022, output: str = "int8", dims: int = 128, family: str = "v1.0-qat", seed: int = 0
+    root: Path,
+    *,
+    year: int = 2022,
+    output: str = "int8",
+    dims: int = 128,
+    family: str = "v1.0-qat",
+    seed: int = 0,
+    tags: dict[str, str] | None = None,
 ) -> SyntheticProduct:
-    """ROI at ``root/roi.tif`` and the product at ``root/results/<year>/products/tessera_<year>.tif``."""
+    """ROI at ``root/roi.tif`` and the product at ``root/results/<year>/products/tessera_<year>.tif``.
+
+    ``tags`` are added to the product's (year, model family, dataset version).
+    """
     root.mkdir(parents=True, exist_ok=True)
     roi = write_roi(root / "roi.tif")
     rng = np.random.default_rng(seed)
@@ -69,7 +79,12 @@ def write_product(
     cog = root / "results" / str(year) / "products" / f"tessera_{year}.tif"
     cog.parent.mkdir(parents=True, exist_ok=True)
     profile = {"driver": "GTiff", "width": WIDTH, "height": HEIGHT, "crs": "EPSG:32631", "transform": transform}
-    tags = {"TESSERA_YEAR": str(year), "TESSERA_MODEL_FAMILY": family, "TESSERA_DATASET_VERSION": "1.0-QAT"}
+    tags = {
+        "TESSERA_YEAR": str(year),
+        "TESSERA_MODEL_FAMILY": family,
+        "TESSERA_DATASET_VERSION": "1.0-QAT",
+        **(tags or {}),
+    }
     codes = scales = None
     if output == "int8":
         codes = rng.integers(-127, 128, (HEIGHT, WIDTH, dims)).astype(np.int8)

@@ -134,7 +134,7 @@ def test_offset_rule_is_s2_only() -> None:
         {"roi": "x", "years": [2022], "s2": {"source": "planetary-computer", "offset_rule": "acquisition-date"}}
     )
     assert cfg["s2"]["offset_rule"] == "acquisition-date"
-    with pytest.raises(ConfigError, match=r"s1\.offset_rule"):
+    with pytest.raises(ConfigError, match=r"s1: .*'offset_rule' was unexpected.*Sentinel-2 key"):
         validate_config({"roi": "x", "years": [2022], "s1": {"source": "opera", "offset_rule": "acquisition-date"}})
 
 

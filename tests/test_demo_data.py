@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import rasterio
 
+from tessera.s1 import encode_db
 from tessera.testing.world import generate_demo_data, is_generated
+from tests.e2e import FALLBACK_PATCH
 
 S2_ASSETS = {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL"}
 
@@ -31,12 +33,13 @@ def _items(root: Path) -> list[dict[str, Any]]:
 
 
 def test_same_seed_same_bytes(demo_data_dir: Path, tmp_path: Path) -> None:
-    generate_demo_data(tmp_path / "again", [2022, 2023], seed=0)
+    generate_demo_data(tmp_path / "again", [2022, 2023], seed=0, fallback_patch=FALLBACK_PATCH)
     first, second = _hashes(demo_data_dir), _hashes(tmp_path / "again")
     assert len(first) > 500
     assert first == second
-    assert is_generated(demo_data_dir, [2022, 2023], 0)
-    assert not is_generated(demo_data_dir, [2023], 0)
+    assert is_generated(demo_data_dir, [2022, 2023], 0, fallback_patch=FALLBACK_PATCH)
+    assert not is_generated(demo_data_dir, [2023], 0, fallback_patch=FALLBACK_PATCH)
+    assert not is_generated(demo_data_dir, [2022, 2023], 0)  # the demo's world has no patch
 
 
 def test_s2_items_have_the_planetary_computer_shape(demo_data_dir: Path) -> None:
@@ -124,3 +127,24 @@ def test_labels_and_the_timing_classes(demo_data_dir: Path) -> None:
     a, b = series[world._WINTER_CROP], series[world._SPRING_CROP]
     assert np.abs(np.median(a, 0) - np.median(b, 0)).max() < 5  # DN
     assert np.abs(a - b).max() > 1000
+
+
+def test_fallback_patch_has_no_valid_observation(demo_data_dir: Path) -> None:
+    """The patch's west two thirds are cloud on every S2 date, its east two thirds encode to S1 zeros."""
+    x, y = FALLBACK_PATCH
+    items = _items(demo_data_dir)
+    s2 = [it for it in items if it["properties"].get("s2:mgrs_tile") == "31UCU"]  # the granule over the patch
+    s1 = [it for it in items if it["collection"] == "sentinel-1-rtc" and it["properties"]["datetime"] < "2023"]
+    assert len(s2) > 30 and len(s1) > 50
+
+    def window(href: str, res: float, cols: int) -> np.ndarray:
+        with rasterio.open(demo_data_dir / href) as src:
+            row, col = src.index(x + res / 2, y - res / 2)
+            return src.read(1, window=((row, row + int(120 // res)), (col, col + cols)))
+
+    # 20 m SCL: columns 0-3 of the patch are cloudy (9) on every date; 4-5 (the SAR-dark third) sometimes clear
+    scl = np.stack([window(it["assets"]["SCL"]["href"], 20.0, 6) for it in s2])
+    assert (scl[:, :, :4] == 9).all() and not (scl[:, :, 4:] == 9).all()
+    vv, vh = (np.stack([window(it["assets"][p]["href"], 10.0, 12) for it in s1]) for p in ("vv", "vh"))
+    frames = (encode_db(vv) != 0) | (encode_db(vh) != 0)  # a frame is valid where any band encodes non-zero
+    assert not frames[:, :, 4:].any() and frames[:, :, :4].all()

@@ -25,10 +25,14 @@ import torch
 
 from tessera.layout import TILE_FILES
 from tessera.models import v2
+from tessera.nodata import PixelClass
 from tessera.stacitem import offline_validator
 from tessera.stages import STAGE_VERSIONS
 from tessera.testing.servers import DemoServers
 from tests.e2e import (
+    PATCH_CLOUDY,
+    PATCH_DARK,
+    PATCH_ROWS,
     ROOT,
     copy_run,
     env,
@@ -82,6 +86,72 @@ def test_products_are_complete_and_georeferenced(base_run: Path) -> None:
     # every pixel with S2 and S1 evidence is embedded (the reference policy embeds a superset of those)
     s2_valid, s1_valid = counts.filled(0)
     assert inside[(s2_valid > 0) & (s1_valid > 0)].all()
+
+
+def _qa_classes(qa: str) -> dict[str, int]:
+    """The QA report's "Pixels per class" table as {class: pixels}."""
+    names = {c.name.lower() for c in PixelClass}
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in qa.splitlines() if line.startswith("| ")]
+    return {row[0]: int(row[1]) for row in cells if row[0] in names}
+
+
+def _evidence(counts: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROI mask and valid S2 / S1 observation masks from the counts product."""
+    with rasterio.open(counts) as src:
+        data = src.read(masked=True)
+    inside = ~np.ma.getmaskarray(data[0])
+    s2, s1 = data.filled(0) > 0
+    return inside, s2, s1
+
+
+def test_qa_classes_match_the_counts_product(base_run: Path) -> None:
+    """The world's fallback patch: 48 always-cloudy, 48 SAR-dark and 48 both, embedded under `reference`."""
+    p = products(base_run / "results")
+    inside, s2, s1 = _evidence(p["counts"])
+    classes = _qa_classes(p["qa"].read_text())
+    assert classes == {
+        "outside_roi": int((~inside).sum()),
+        "embedded": int((inside & s2 & s1).sum()),
+        "embedded_no_valid_s2": int((inside & ~s2 & s1).sum()),
+        "embedded_no_valid_s1": int((inside & s2 & ~s1).sum()),
+        "embedded_no_valid_observation": int((inside & ~s2 & ~s1).sum()),
+        "nodata": 0,  # every ROI pixel of the demo world has S2 values: the reference embeds them all
+    }
+    assert classes["embedded_no_valid_s2"] == classes["embedded_no_valid_s1"] == 48
+    assert classes["embedded_no_valid_observation"] == 48
+    # the missing evidence is exactly the patch's
+    patch_s2, patch_s1 = np.zeros_like(inside), np.zeros_like(inside)
+    patch_s2[PATCH_ROWS, PATCH_CLOUDY] = patch_s1[PATCH_ROWS, PATCH_DARK] = True
+    assert np.array_equal(~s2 & inside, patch_s2) and np.array_equal(~s1 & inside, patch_s1)
+    _, scales, _ = read_embeddings(base_run / "results")
+    assert (scales[inside] > 0).all()
+    embedded = sum(n for name, n in classes.items() if name.startswith("embedded"))
+    assert f"* embedded: {embedded}\n" in p["qa"].read_text() and embedded == int(inside.sum())
+
+
+def test_strict_policy_writes_nodata_where_reference_falls_back(
+    base_run: Path, strict_run: Path, demo_servers_session: DemoServers
+) -> None:
+    replanned = _replanned(base_run, demo_servers_session, model={"nodata_policy": "strict"})
+    assert replanned == {"infer": 3, "stitch": 1, "qa_report": 1, "all": 1}  # what `strict_run` reran
+    run = strict_run
+    p = products(run / "results")
+    inside, s2, s1 = _evidence(p["counts"])
+    codes, scales, _ = read_embeddings(run / "results")
+    base_codes, base_scales, _ = read_embeddings(base_run / "results")
+    both = inside & s2 & s1
+    assert np.isnan(scales[~both]).all() and (codes[:, ~both] == -128).all()
+    # a pixel with both observations has the same bytes under either policy
+    assert scales[both].tobytes() == base_scales[both].tobytes()
+    assert codes[:, both].tobytes() == base_codes[:, both].tobytes()
+    classes = _qa_classes(p["qa"].read_text())
+    assert classes["nodata"] == 3 * 48 and classes["embedded"] == int(both.sum())
+    assert classes["embedded_no_valid_s2"] == classes["embedded_no_valid_s1"] == 0
+    assert classes["embedded_no_valid_observation"] == 0
+    assert "Pixels per class (model.nodata_policy: strict)" in p["qa"].read_text()
+    with rasterio.open(p["cog"]) as src:
+        assert "TESSERA_NODATA_POLICY" not in src.tags()  # strict: the earlier releases' tags
+    assert json.loads(p["item"].read_text())["properties"]["tessera:nodata_policy"] == "strict"
 
 
 def test_tiles_have_the_reference_layout(base_run: Path) -> None:

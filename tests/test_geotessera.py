@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +98,16 @@ def test_cells_touched_and_tile_grids(tmp_path: Path) -> None:
 def _points(
     product: SyntheticProduct, n: int, seed: int = 1
 ) -> tuple[list[tuple[float, float]], np.ndarray, np.ndarray]:
-    """``n`` random points inside ROI pixels: ``(lon, lat)`` list and their product rows and columns."""
+    """``n`` random points inside ROI pixels, a quarter of them in holes (ROI pixels without an embedding)
+    if the product has any: ``(lon, lat)`` list and their product rows and columns."""
     rng = np.random.default_rng(seed)
     rows, cols = np.nonzero(product.inside)
     pick = rng.choice(len(rows), size=n, replace=True)
     r, c = rows[pick], cols[pick]
+    hole_rows, hole_cols = np.nonzero(product.inside & ~product.valid)
+    if len(hole_rows):
+        holes = rng.choice(len(hole_rows), size=n // 4, replace=True)
+        r[: n // 4], c[: n // 4] = hole_rows[holes], hole_cols[holes]
     with rasterio.open(product.cog) as src:
         xs, ys = src.transform * (c + rng.uniform(0.02, 0.98, n), r + rng.uniform(0.02, 0.98, n))
         lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", xs, ys)
@@ -123,7 +128,7 @@ def _check_round_trip(product: SyntheticProduct, out: Path, tmp: Path, atol: np.
     want = product.values[r, c]
     ok = product.valid[r, c]
     assert ok.sum() >= 100
-    assert (~ok).any() or product.valid[product.inside].all()  # holes are sampled where there are any
+    assert (~ok).any() == (product.inside & ~product.valid).any()  # holes are sampled where there are any
     tol = 0.0 if atol is None else atol[r, c][ok, None]
     assert np.all(np.abs(got[ok] - want[ok]) <= tol), np.abs(got[ok] - want[ok]).max()
     assert np.array_equal(got[~ok], np.zeros_like(got[~ok]))  # nodata reads as the reference's 0
@@ -168,16 +173,51 @@ def test_int8_round_trip_is_exact(tmp_path: Path, offline: list[str]) -> None:
             assert f"EPSG:{src.crs.to_epsg()}" == roi.grid.crs
     meta = json.loads((out / METADATA_FILE).read_text())
     assert meta["tiles"] == NAMES and meta["year"] == YEAR and meta["generator"] == "tessera-pipeline"
+    # a product without window or policy tags was made from the calendar year under `strict`
+    assert meta["window"] == "2022-01-01/2022-12-31" and meta["nodata_policy"] == "strict"
 
 
 def test_float32_product_within_half_a_step(tmp_path: Path, offline: list[str]) -> None:
-    product = write_product(tmp_path, output="float32")
+    tags = {"TESSERA_WINDOW": "2022-10-01/2023-09-30", "TESSERA_NODATA_POLICY": "reference"}
+    product = write_product(tmp_path, output="float32", tags=tags)
     out = tmp_path / "export"
     export_geotessera(load_roi(product.roi, RES), product.cog, YEAR, out)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert (meta["window"], meta["nodata_policy"]) == ("2022-10-01/2023-09-30", "reference")
     absmax = np.nan_to_num(np.abs(product.values)).max(axis=-1)
     half_step = absmax / 127 / 2
     _check_round_trip(product, out, tmp_path, atol=half_step + 4 * np.finfo(np.float32).eps * absmax)
     assert offline == []
+
+
+def _tool(tmp_path: Path) -> Callable[..., str]:
+    """A runner of geotessera's console scripts with the network guard on (blocked connects logged)."""
+    env = child_env(tmp_path / "site", tmp_path / "blocked.log")
+
+    def run(*argv: str) -> str:
+        res = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout + res.stderr
+
+    return run
+
+
+def _info_and_coverage(out: Path, tmp_path: Path, names: Sequence[str], bbox: str) -> None:
+    """``geotessera info`` and ``geotessera coverage`` list exactly the export's tiles of `YEAR`, offline."""
+    run = _tool(tmp_path)
+    info = run("geotessera", "info", "--tiles", str(out))
+    assert f"Total tiles: {len(names)}" in " ".join(info.split()) and "NPY" in info and str(YEAR) in info
+    cov = tmp_path / "coverage"
+    cov.mkdir()
+    run(
+        "geotessera", "coverage", "--registry-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+        "--year", str(YEAR), f"--bbox={bbox}", "--no-countries", "-o", str(cov / "coverage.png"),
+    )  # fmt: skip
+    listed = json.loads((cov / f"coverage_{YEAR}.json").read_text())
+    assert sorted(listed) == sorted(n.removeprefix("grid_").replace("_", ",") for n in names)
+    assert (cov / "coverage.png").stat().st_size > 0
+    log = tmp_path / "blocked.log"
+    assert not log.exists() or log.read_text() == ""
 
 
 @pytest.mark.slow
@@ -186,24 +226,9 @@ def test_geotessera_tools_read_the_export(tmp_path: Path) -> None:
     product = write_product(tmp_path)
     out = tmp_path / "export"
     export_geotessera(load_roi(product.roi, RES), product.cog, YEAR, out)
+    _info_and_coverage(out, tmp_path, NAMES, "-0.2,52.1,0.2,52.3")
+    run = _tool(tmp_path)
     log = tmp_path / "blocked.log"
-    env = child_env(tmp_path / "site", log)
-
-    def run(*argv: str) -> str:
-        res = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stdout + res.stderr
-        return res.stdout + res.stderr
-
-    info = run("geotessera", "info", "--tiles", str(out))
-    assert "Total tiles: 4" in " ".join(info.split()) and "NPY" in info and "2022" in info
-    cov = tmp_path / "coverage"
-    cov.mkdir()
-    run(
-        "geotessera", "coverage", "--registry-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-        "--year", str(YEAR), "--bbox=-0.2,52.1,0.2,52.3", "--no-countries", "-o", str(cov / "coverage.png"),
-    )  # fmt: skip
-    listed = json.loads((cov / f"coverage_{YEAR}.json").read_text())
-    assert sorted(listed) == sorted(n.removeprefix("grid_").replace("_", ",") for n in NAMES)
     check = run("geotessera-registry", "check", str(out), "--verify-hashes")
     assert "All hashes verified" in check
     # geotessera's own scanner, run on a copy, rebuilds exactly our registries from our SHA256 files
@@ -254,34 +279,46 @@ def test_export_directory_conflicts(tmp_path: Path) -> None:
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_demo_run_export_round_trip(base_run: Path, tmp_path: Path, offline: list[str]) -> None:
-    """The real workflow's 2022 product of the e2e ROI, exported by `snakemake geotessera`, read by geotessera."""
+@pytest.mark.parametrize("policy", ["reference", "strict"])
+def test_demo_run_export_round_trip(
+    policy: str, request: pytest.FixtureRequest, tmp_path: Path, offline: list[str]
+) -> None:
+    """The real workflow's 2022 product of the e2e ROI, exported by `snakemake geotessera`, read by geotessera.
+
+    Under ``strict`` the demo world's fallback patch is nodata: holes that must read as 0.
+    """
     from tests.e2e import copy_run, job_counts, read_embeddings, run_snakemake
 
-    run = copy_run(base_run, tmp_path / "run")
+    source: Path = request.getfixturevalue("base_run" if policy == "reference" else "strict_run")
+    run = copy_run(source, tmp_path / "run")
     # a flag before the target: the helper's command line ends in --resources, which takes several values
     plan = run_snakemake(run / "config.yaml", "-n", "geotessera")
     assert job_counts(plan.stdout) == {"export_geotessera": 1, "geotessera": 1}  # the products exist
     run_snakemake(run / "config.yaml", "-p", "geotessera")
     out = run / "results" / "2022" / "geotessera"
-    codes, scales, _ = read_embeddings(base_run / "results")
-    roi = load_roi(base_run / "roi.tif", 10.0)
+    codes, scales, _ = read_embeddings(source / "results")
+    roi = load_roi(source / "roi.tif", 10.0)
     valid = np.isfinite(scales)
     values = np.where(valid[..., None], np.moveaxis(codes, 0, -1).astype(np.float32) * scales[..., None], np.nan)
     product = SyntheticProduct(
-        roi=base_run / "roi.tif",
-        cog=base_run / "results" / "2022" / "products" / "tessera_2022.tif",
+        roi=source / "roi.tif",
+        cog=source / "results" / "2022" / "products" / "tessera_2022.tif",
         inside=roi.mask(roi.grid) != 0,
         valid=valid,
         values=values.astype(np.float32),
         codes=None,
         scales=None,
     )
+    assert (product.inside & ~valid).sum() == (144 if policy == "strict" else 0)  # the patch (tests/e2e.py)
     _check_round_trip(product, out, tmp_path)
     assert offline == [], offline
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["nodata_policy"] == policy and meta["window"] == "2022-01-01/2022-12-31"
+    west, south, east, north = rasterio.warp.transform_bounds(roi.grid.crs, "EPSG:4326", *roi.grid.bounds)
+    bbox = f"{west - 0.05:.3f},{south - 0.05:.3f},{east + 0.05:.3f},{north + 0.05:.3f}"
+    _info_and_coverage(out, tmp_path, meta["tiles"], bbox)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    tiles = json.loads((out / METADATA_FILE).read_text())["tiles"]
-    print(f"export: {len(tiles)} tiles, {size / 1e6:.1f} MB, {size / 1e6 / len(tiles):.1f} MB per tile")
+    print(f"export: {len(meta['tiles'])} tiles, {size / 1e6:.1f} MB, {size / 1e6 / len(meta['tiles']):.1f} MB per tile")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tessera.models.spec import LoadedModel
+from tessera.models.spec import InputSpec, LoadedModel
 from tessera.nodata import (
     PixelClass,
     class_counts,
@@ -133,21 +133,37 @@ def test_bad_sampler_or_policy() -> None:
         embedded("random", "lenient", z, z, z, z)
 
 
-@pytest.mark.parametrize("family", ["v1.0", "v1.0-qat", "v1.1", "v2-small", "demo"])
-def test_nodata_encodings_per_family(family: str) -> None:
-    """Every family writes the reference's filtered-pixel encoding: zeros (float32), code 0 and scale 0 (int8)."""
+def _family_spec(family: str) -> InputSpec:
+    from tessera.models import demo, v1, v1_1, v1_qat, v2
+
+    specs = {
+        "v1.0": v1.input_spec,
+        "v1.0-qat": v1_qat.input_spec,
+        "v1.1": lambda: v1_1.input_spec("planetary-computer"),
+        "v2-small": lambda: v2.input_spec(64),
+        "demo": demo.input_spec,
+    }
+    return specs[family]()
+
+
+FAMILY_RULES = [("v1.0", "v1"), ("v1.0-qat", "v1"), ("v1.1", "v1"), ("v2-small", "v2"), ("demo", "v1")]
+
+
+@pytest.mark.parametrize(("family", "rule"), FAMILY_RULES)
+def test_nodata_encodings_per_family(family: str, rule: str) -> None:
+    """Every family's outputs (its saved width, its int8 rule) get the reference's filtered-pixel encoding:
+    zeros (float32), code 0 and scale 0 (int8)."""
     from tessera.quantize import quantize
 
+    spec = _family_spec(family)
+    assert spec.quantisation == rule
     rng = np.random.default_rng(3)
-    emb = rng.normal(size=(2, 3, 128)).astype(np.float32)
+    emb = (rng.normal(size=(2, 3, spec.save_dim)) * 0.02).astype(np.float32)
     valid = np.array([[True, False, True], [False, True, True]])
     f = encode_nodata_float32(emb, valid)
-    assert f.dtype == np.float32
+    assert f.dtype == np.float32 and f.shape == emb.shape
     assert np.array_equal(f[valid], emb[valid]) and not f[~valid].any()
-    import torch
-
-    rule = "v2" if family.startswith("v2") else "v1"
-    q, s = (t.numpy() for t in quantize(torch.from_numpy(emb), rule))  # type: ignore[arg-type]
+    q, s = (t.numpy() for t in quantize(torch.from_numpy(emb), spec.quantisation))
     q2, s2 = encode_nodata_int8(q, s, valid)
     assert (q2.dtype, s2.dtype) == (np.int8, np.float32)
     assert np.array_equal(q2[valid], q[valid]) and np.array_equal(s2[valid], s[valid])

@@ -190,3 +190,57 @@ def test_bin_inputs_equal_per_pixel_numpy(family: str) -> None:
             want2, want1 = _np_bin_pixel(spec, bands[p], masks[p], doys, [(asc[p], a_doy), (desc[p], d_doy)], key)
             assert np.array_equal(got2[k].numpy(), want2)
             assert np.array_equal(got1[k].numpy(), want1)
+
+
+# --- the S1 fallback when an orbit has no frame: v1.0 and v1.0-QAT differ (reference-spec 3.2, 4.1) ---
+
+
+def _orbit_case(asc: int, desc: int) -> PixelSeries:
+    """Pixel 0 has valid S2 and S1 observations, pixel 1 valid S2 only (every S1 frame all zero)."""
+    g = torch.Generator().manual_seed(7)
+    t2, t1 = 6, asc + desc
+    s1 = torch.randint(1, 9000, (2, t1, 2), generator=g, dtype=torch.int16)
+    s1[1] = 0
+    return PixelSeries(
+        s2=torch.randint(1, 9000, (2, t2, 10), generator=g, dtype=torch.int16),
+        s2_valid=torch.ones((2, t2), dtype=torch.bool),
+        s2_doy=torch.arange(10, 10 + 30 * t2, 30),
+        s1=s1,
+        s1_valid=s1.ne(0).any(-1),
+        s1_doy=torch.tensor([5 + 12 * i for i in range(asc)] + [11 + 12 * i for i in range(desc)], dtype=torch.int64),
+        s1_desc=torch.tensor([0] * asc + [1] * desc, dtype=torch.int64),
+    )
+
+
+@pytest.mark.parametrize(("asc", "desc"), [(0, 3), (3, 0)])
+def test_empty_orbit_frame_is_the_qat_datasets_only(asc: int, desc: int) -> None:
+    from tessera.models import v1, v1_qat
+    from tessera.sampling import EMPTY_ORBIT_DOY, random_inputs
+
+    px, seeds = _orbit_case(asc, desc), pixel_seeds(torch.tensor([3, 4]), torch.tensor([9, 9]), 2022, 0)
+    out = {}
+    for family, spec in (("v1.0", v1.input_spec()), ("v1.0-qat", v1_qat.input_spec())):
+        _, s1 = random_inputs(px, seeds, spec, Norms.from_spec(spec, torch.device("cpu")), fallback=True)
+        out[family] = s1
+    assert not v1.input_spec().empty_orbit_frame and v1_qat.input_spec().empty_orbit_frame
+    # a pixel with valid S1 never draws the stand-in: the same inputs for both families
+    assert out["v1.0"][0].numpy().tobytes() == out["v1.0-qat"][0].numpy().tobytes()
+    # the fallback pixel: v1.0 draws from the other orbit's frames alone, v1.0-QAT also from the day-180 frame
+    v1_doys = set(out["v1.0"][1, :, -1].int().tolist())
+    assert v1_doys <= set(px.s1_doy.tolist()) and EMPTY_ORBIT_DOY not in v1_doys
+    assert EMPTY_ORBIT_DOY in set(out["v1.0-qat"][1, :, -1].int().tolist())
+
+
+def test_v1_fallback_without_any_sar_frame_fails_as_the_reference() -> None:
+    from tessera.errors import NoSarFramesError
+    from tessera.models import v1, v1_qat
+    from tessera.sampling import EMPTY_ORBIT_DOY, random_inputs
+
+    px, seeds = _orbit_case(0, 0), pixel_seeds(torch.tensor([3, 4]), torch.tensor([9, 9]), 2022, 0)
+    spec = v1.input_spec()
+    with pytest.raises(NoSarFramesError, match="nodata_policy: strict") as err:
+        random_inputs(px, seeds, spec, Norms.from_spec(spec, torch.device("cpu")), fallback=True)
+    assert isinstance(err.value, ValueError)
+    qat = v1_qat.input_spec()
+    _, s1 = random_inputs(px, seeds, qat, Norms.from_spec(qat, torch.device("cpu")), fallback=True)
+    assert set(s1[:, :, -1].int().tolist()[0]) == {EMPTY_ORBIT_DOY}

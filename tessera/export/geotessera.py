@@ -48,6 +48,7 @@ from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissi
 from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
 from tessera.grid import Grid
 from tessera.io import atomic_path, save_npy_atomic, write_json_atomic
+from tessera.period import window as year_window
 from tessera.products import product_paths
 
 __all__ = [
@@ -295,6 +296,9 @@ def _metadata(product: _Product, year: int, names: Sequence[str], cog: Path, out
         "random_weights": tags.get("TESSERA_RANDOM_WEIGHTS") == "true",
         "data_source": tags.get("TESSERA_DATA_SOURCE"),
         "year": year,
+        # a product without these tags was made from the calendar year under `strict` (tessera.products)
+        "window": tags.get("TESSERA_WINDOW") or year_window(year).label,
+        "nodata_policy": tags.get("TESSERA_NODATA_POLICY") or "strict",
         "format": "npy",
         "tile_count": len(names),
         "tiles": list(names),

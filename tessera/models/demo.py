@@ -47,5 +47,9 @@ def build(seed: int = SEED) -> TwoStreamModel:
 
 
 def input_spec() -> InputSpec:
-    """v1.0 inputs (norms, 40 + 40 seeded random steps), 128-d output, v1 int8 rule."""
-    return v1.random_input_spec(V1_0)
+    """v1.0 inputs (norms, 40 + 40 seeded random steps), 128-d output, v1 int8 rule.
+
+    With the v1.0-QAT dataset's empty-orbit frame, so that the plumbing model embeds a tile without
+    any S1 frame rather than fail on it as v1.0 does.
+    """
+    return v1.random_input_spec(V1_0, empty_orbit_frame=True)

@@ -49,6 +49,11 @@ class InputSpec:
     quantisation: Literal["v1", "v2"] = "v1"
     """int8 rule: v1 ``scale = max(max|x|/127, 1e-8)``, clamp [-128, 127];
     v2 ``scale = max(max|x|, 1e-12)/127``, clip +-127."""
+    empty_orbit_frame: bool = False
+    """``random`` sampler with the reference's fallback: an orbit without any frame contributes one
+    all-zero frame on day 180 (the v1.0-QAT dataset, reference-spec 4.1). Without it the S1 fallback
+    draws from the other orbit's frames alone, and a tile without any S1 frame cannot be embedded
+    (the v1.0 dataset, reference-spec 3.2)."""
 
 
 @dataclass

@@ -41,8 +41,12 @@ def build(
     return TwoStreamModel(backbone(10), backbone(2), nn.Sequential(nn.Linear(2 * d_model, output_dim)))
 
 
-def random_input_spec(table: NormTable, output_dim: int = OUTPUT_DIM) -> InputSpec:
-    """`InputSpec` of the v1.0-style models: 40 + 40 random steps, v1 int8 rule."""
+def random_input_spec(table: NormTable, output_dim: int = OUTPUT_DIM, *, empty_orbit_frame: bool = False) -> InputSpec:
+    """`InputSpec` of the v1.0-style models: 40 + 40 random steps, v1 int8 rule.
+
+    ``empty_orbit_frame``: the v1.0-QAT dataset's all-zero frame for an orbit without frames
+    (`InputSpec.empty_orbit_frame`); v1.0's dataset has none.
+    """
     return table.input_spec(
         sampling="random",
         s2_steps=40,
@@ -50,6 +54,7 @@ def random_input_spec(table: NormTable, output_dim: int = OUTPUT_DIM) -> InputSp
         output_dim=output_dim,
         save_dim=output_dim,
         quantisation="v1",
+        empty_orbit_frame=empty_orbit_frame,
     )
 
 

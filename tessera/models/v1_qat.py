@@ -2,7 +2,8 @@
 
 As v1.0 but 4 layers and 4 heads per backbone, and pooling scores from the hand-written GRU
 (`tessera.models.blocks.CellGRU`) followed by a LayerNorm. 45,828,226 parameters. Inputs and
-normalisation are those of v1.0.
+normalisation are those of v1.0, except that its dataset gives an orbit without frames one all-zero
+frame on day 180 (`tessera.models.spec.InputSpec.empty_orbit_frame`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from torch import nn
 
 from tessera.models.blocks import CellGruAttentionPool, PixelEncoder, TwoStreamModel
+from tessera.models.norms import V1_0
 from tessera.models.spec import InputSpec
-from tessera.models.v1 import input_spec as v1_input_spec
+from tessera.models.v1 import random_input_spec
 
 __all__ = ["FAMILY", "IGNORED_PREFIXES", "build", "input_spec"]
 
@@ -36,5 +38,5 @@ def build(
 
 
 def input_spec() -> InputSpec:
-    """Identical to v1.0: v1.0 norms, 40 + 40 random steps, 128-d output, v1 int8 rule."""
-    return v1_input_spec()
+    """As v1.0 (v1.0 norms, 40 + 40 random steps, 128-d output, v1 int8 rule), plus the empty-orbit frame."""
+    return random_input_spec(V1_0, empty_orbit_frame=True)

@@ -10,6 +10,11 @@ cannot tell them apart while the time series can, as with real phenology. Items 
 baseline 04.00 or later carry the +1000 DN offset of the non-harmonised L2A archive. Same arguments,
 same bytes.
 
+``fallback_patch`` (off by default, and in the demo) adds a 120 m square of pixels without valid
+observations, for the nodata policies (`tessera.nodata`): its west two thirds are cloud on every S2
+date (SCL 9, cloud reflectance), its east two thirds are SAR-dark (-40 dB, below the smallest value
+the int16 dB encoding keeps, so every S1 frame there encodes to zeros), and its middle third is both.
+
 The land cover is also written as labels for `tessera evaluate`: ``DIR/labels.tif`` (class code =
 class index + 1 per 10 m pixel of the world grid, 0 = nodata) and ``DIR/labels.json`` (class names
 and the ``timing`` group of the two crops).
@@ -99,6 +104,10 @@ _SCL_CLEAR = np.array([6, 4, 4, 4, 5], dtype=np.uint8)  # per class: water, vege
 _CLOUD_DN = np.array([6500, 6400, 6300, 6200, 6200, 6200, 6300, 6300, 4500, 3500], dtype=np.float64)
 _S1_NODATA = -32768.0
 _S1_ENL = 4.4  # equivalent number of looks of the RTC product: shape of the gamma speckle
+# -40 dB with speckle stays below 10**-2.5, the smallest power `tessera.s1.encode_db` does not encode as 0
+_SAR_DARK_DB = -40.0
+#: Side of the fallback patch in 10 m pixels, and the width of each of its three strips.
+_PATCH, _STRIP = 12, 4
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,36 @@ class World:
     """Top-left corner at 10 m."""
     landcover: np.ndarray
     """(H, W) uint8 class per 10 m pixel (0 water, 1 winter crop, 2 spring crop, 3 forest, 4 urban)."""
+    always_cloudy: np.ndarray | None = None
+    """(H, W) bool: pixels under cloud on every S2 date (the fallback patch), or None."""
+    sar_dark: np.ndarray | None = None
+    """(H, W) bool: pixels whose S1 backscatter encodes to zero on every frame (the fallback patch), or None."""
 
 
-def build_world(roi_path: Path, seed: int) -> World:
-    """Lay a world of 60 m-aligned extent (ROI plus a 200 m margin) and seeded land-cover patches."""
+def _patch_masks(transform: Affine, shape: tuple[int, int], corner: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """Always-cloudy and SAR-dark masks of the fallback patch whose north-west corner is near ``corner``.
+
+    The corner snaps to the 20 m SCL grid, so the cloud covers whole SCL pixels.
+
+    Raises:
+        RoiError: The patch does not fit inside the world.
+    """
+    col, row = ~transform @ corner
+    c0, r0 = int(col // 2 * 2), int(row // 2 * 2)
+    h, w = shape
+    if not (0 <= r0 <= h - _PATCH and 0 <= c0 <= w - _PATCH):
+        raise RoiError(f"the fallback patch at {corner} is outside the demo world; pick a point inside the ROI")
+    cloudy, dark = np.zeros(shape, bool), np.zeros(shape, bool)
+    cloudy[r0 : r0 + _PATCH, c0 : c0 + _PATCH - _STRIP] = True
+    dark[r0 : r0 + _PATCH, c0 + _STRIP : c0 + _PATCH] = True
+    return cloudy, dark
+
+
+def build_world(roi_path: Path, seed: int, fallback_patch: tuple[float, float] | None = None) -> World:
+    """Lay a world of 60 m-aligned extent (ROI plus a 200 m margin) and seeded land-cover patches.
+
+    ``fallback_patch``: ``(x, y)`` in the ROI's UTM CRS of the fallback patch's north-west corner, or None.
+    """
     roi = load_roi(roi_path, 10.0)
     left, bottom, right, top = roi.grid.bounds
     x0, y1 = np.floor((left - 200) / 60) * 60, np.ceil((top + 200) / 60) * 60
@@ -128,7 +163,11 @@ def build_world(roi_path: Path, seed: int) -> World:
     rows, cols = np.mgrid[0:height, 0:width]
     d2 = (rows[..., None] - sites[:, 0]) ** 2 + (cols[..., None] - sites[:, 1]) ** 2
     landcover = classes[np.argmin(d2, axis=-1)]
-    return World(roi.grid.crs, Affine(10.0, 0.0, float(x0), 0.0, -10.0, float(y1)), landcover)
+    transform = Affine(10.0, 0.0, float(x0), 0.0, -10.0, float(y1))
+    if fallback_patch is None:
+        return World(roi.grid.crs, transform, landcover)
+    cloudy, dark = _patch_masks(transform, landcover.shape, fallback_patch)
+    return World(roi.grid.crs, transform, landcover, cloudy, dark)
 
 
 def _season_weight(doy: int, cls: int) -> float:
@@ -168,6 +207,9 @@ def _render_s2(world: World, day: dt.date, index: int, seed: int) -> tuple[np.nd
     rng = np.random.default_rng([seed, day.year, 3, index])
     refl = np.moveaxis(table[lc], -1, 0) * rng.normal(1.0, 0.01, size=(1, *lc.shape))
     opacity, shadow = _clouds(world, day.year, index, seed)
+    if world.always_cloudy is not None:
+        opacity = np.where(world.always_cloudy, 1.0, opacity)
+        shadow &= ~world.always_cloudy
     refl = refl * (1 - opacity) + _CLOUD_DN[:, None, None] * opacity
     refl[:, shadow] *= 0.35
     scl = _SCL_CLEAR[lc].copy()
@@ -305,6 +347,8 @@ def _s1_year(world: World, year: int, seed: int, out: Path) -> Iterator[dict[str
                     ]
                 )
                 db = table[lc] + (0.5 if orbit == "ascending" else 0.0)
+                if world.sar_dark is not None:
+                    db = np.where(world.sar_dark, _SAR_DARK_DB, db)
                 power = 10 ** (db / 10) * rng.gamma(_S1_ENL, 1 / _S1_ENL, size=lc.shape)
                 arr = power.astype(np.float32)
                 # 8 mantissa bits (0.4 %, far below the speckle) compress well and stay float32-exact.
@@ -392,36 +436,54 @@ def write_labels(world: World, out: Path) -> Path:
     return path
 
 
-def _params(years: list[int], seed: int, roi_path: Path) -> dict[str, Any]:
-    return {
+def _params(years: list[int], seed: int, roi_path: Path, fallback_patch: tuple[float, float] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
         "years": sorted(years),
         "seed": seed,
         "roi_sha256": hashlib.sha256(roi_path.read_bytes()).hexdigest(),
     }
+    if fallback_patch is not None:  # absent by default: the demo's manifest keeps its bytes
+        params["fallback_patch"] = [float(v) for v in fallback_patch]
+    return params
 
 
-def is_generated(out: Path, years: list[int], seed: int = 0, roi_path: Path = DEMO_ROI) -> bool:
+def is_generated(
+    out: Path,
+    years: list[int],
+    seed: int = 0,
+    roi_path: Path = DEMO_ROI,
+    fallback_patch: tuple[float, float] | None = None,
+) -> bool:
     """Whether ``out`` already holds demo data generated with these parameters by this generator."""
     manifest = out / "manifest.json"
     if not manifest.is_file():
         return False
     params: dict[str, Any] = json.loads(manifest.read_text()).get("params", {})
-    return params == _params(years, seed, roi_path)
+    return params == _params(years, seed, roi_path, fallback_patch)
 
 
-def generate_demo_data(out: Path, years: list[int], seed: int = 0, roi_path: Path = DEMO_ROI) -> dict[str, Any]:
+def generate_demo_data(
+    out: Path,
+    years: list[int],
+    seed: int = 0,
+    roi_path: Path = DEMO_ROI,
+    fallback_patch: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """Write the demo world for ``years`` into ``out`` (see the module docstring for the layout).
+
+    ``fallback_patch``: ``(x, y)`` in the ROI's UTM CRS of the north-west corner of the 120 m patch
+    without valid observations (module docstring), or None for none (the demo's world).
 
     Returns:
         The manifest written to ``out/manifest.json`` (parameters and item counts).
 
     Raises:
-        RoiError: the ROI file cannot be read.
+        RoiError: the ROI file cannot be read, or the fallback patch lies outside the world.
     """
     if not years:
         raise RoiError("no demo years given; pass at least one year, e.g. --years 2022")
-    world = build_world(roi_path, seed)
+    world = build_world(roi_path, seed, fallback_patch)
     items: list[dict[str, Any]] = []
     for year in sorted(years):
         log.info("demo-data: rendering %d (Sentinel-2 and Sentinel-1) into %s", year, out)
@@ -444,7 +506,7 @@ def generate_demo_data(out: Path, years: list[int], seed: int = 0, roi_path: Pat
     counts: dict[str, int] = {}
     for it in items:
         counts[it["collection"]] = counts.get(it["collection"], 0) + 1
-    manifest = {"params": _params(years, seed, roi_path), "item_counts": counts, "crs": world.crs}
+    manifest = {"params": _params(years, seed, roi_path, fallback_patch), "item_counts": counts, "crs": world.crs}
     with atomic_path(out / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("demo-data: wrote %s", ", ".join(f"{n} {c} items" for c, n in counts.items()))
@@ -453,7 +515,8 @@ def generate_demo_data(out: Path, years: list[int], seed: int = 0, roi_path: Pat
 
 def _cmd_demo_data(args: argparse.Namespace) -> None:
     """Generate the seeded offline demo world (COGs + STAC ndjson)."""
-    generate_demo_data(Path(args.out), list(args.years), args.seed, Path(args.roi))
+    patch = (args.fallback_patch[0], args.fallback_patch[1]) if args.fallback_patch else None
+    generate_demo_data(Path(args.out), list(args.years), args.seed, Path(args.roi), patch)
 
 
 def add_cli(subparsers: Any) -> None:
@@ -463,4 +526,11 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--years", type=int, nargs="+", default=[2022], help="calendar years (default 2022)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--roi", default=str(DEMO_ROI), help="ROI the world is laid around (default: the demo ROI)")
+    p.add_argument(
+        "--fallback-patch",
+        type=float,
+        nargs=2,
+        metavar=("X", "Y"),
+        help="north-west corner (ROI UTM metres) of a 120 m patch of always-cloudy and SAR-dark pixels (default: none)",
+    )
     p.set_defaults(func=_cmd_demo_data)
