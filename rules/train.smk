@@ -5,7 +5,7 @@
 # Needs the tiles kept (keep_tiles: true). Settings: config/train.yaml beside the Snakefile, or the file
 # named by TESSERA_TRAIN_CONFIG; built-in defaults if neither exists. A killed or failed job resumes
 # from {results_dir}/train/checkpoint.pt when rerun; after the tiles or the learned settings changed,
-# that checkpoint is moved to checkpoint.pt.stale-<time> and training starts afresh
+# that checkpoint (with its encoder.pt and train.json) is moved to <name>.stale-<time> and training starts afresh
 # (--restart-if-changed). Then set model.checkpoint to
 # {results_dir}/train/encoder.pt and run the workflow again to embed with the trained model.
 TRAIN_SETTINGS = train_settings_file(Path(workflow.basedir))

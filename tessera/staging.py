@@ -51,23 +51,27 @@ GPU_MAX_BATCH = 65536
 """Largest GPU batch."""
 
 
-def resolve_device(requested: str) -> torch.device:
-    """The device for ``model.device``: ``auto`` picks CUDA when visible; ``cuda`` without a GPU is an error.
+def resolve_device(requested: str, setting: str = "model.device") -> torch.device:
+    """The device for a ``device`` setting: ``auto`` picks CUDA when visible; ``cuda`` without a GPU is an error.
+
+    Args:
+        requested: ``auto``, ``cpu`` or ``cuda``.
+        setting: The setting's name, for the error message (``model.device``, ``train.device``).
 
     Raises:
-        ConfigError: ``cuda`` was asked for but no CUDA device is visible.
+        ConfigError: ``cuda`` was asked for but no CUDA device is visible, or ``requested`` is unknown.
     """
     if requested == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        logger.info("model.device auto -> %s", device)
+        logger.info("%s auto -> %s", setting, device)
         return device
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            "model.device is cuda but no CUDA device is visible to PyTorch; set model.device to auto or cpu "
+            f"{setting} is cuda but no CUDA device is visible to PyTorch; set {setting} to auto or cpu "
             "(or run on a machine with a GPU and a CUDA build of torch)"
         )
     if requested not in ("cpu", "cuda"):
-        raise ConfigError(f"model.device {requested!r} is not one of auto, cpu, cuda")
+        raise ConfigError(f"{setting} {requested!r} is not one of auto, cpu, cuda")
     return torch.device(requested)
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from tessera import models
 from tessera.cli import main
-from tessera.errors import ArchitectureError, NoTilesError, ResumeMismatchError, TrainingError
+from tessera.errors import ArchitectureError, ConfigError, NoTilesError, ResumeMismatchError, TrainingError
 from tessera.models import v2
 from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import _SLOT_SALT, combine, mix32
@@ -218,18 +218,21 @@ def test_a_checkpoint_of_another_run_stops_plain_train_and_is_set_aside_with_res
     results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     out = shutil.copytree(trained, tmp_path / "train")
-    old = (out / "checkpoint.pt").read_bytes()
+    old = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "encoder.pt", "train.json")}
     changed = tiny_config(learning_rate=2e-3)
     settings = tmp_path / "train.yaml"
     settings.write_text(yaml.safe_dump(changed.to_dict()))
     argv = ["train", "--data", str(results), "--years", "2022", "--train-config", str(settings), "--out-dir", str(out)]
     assert main(argv) == 2
     assert "ResumeMismatchError: resume checkpoint" in capsys.readouterr().err
-    assert (out / "checkpoint.pt").read_bytes() == old and not list(out.glob("*.stale-*"))
+    assert (out / "checkpoint.pt").read_bytes() == old["checkpoint.pt"] and not list(out.glob("*.stale-*"))
     with caplog.at_level(logging.WARNING, logger="tessera.train.loop"):
         assert main([*argv, "--restart-if-changed"]) == 0
     (stale,) = out.glob("checkpoint.pt.stale-*")
-    assert stale.read_bytes() == old and f"moved to {stale}" in caplog.text
+    assert f"moved to {stale}" in caplog.text
+    stamp = stale.name.removeprefix("checkpoint.pt")
+    for name, data in old.items():  # the other run's encoder and sidecar went aside with its checkpoint
+        assert (out / f"{name}{stamp}").read_bytes() == data
     # a fresh start: the bytes of the same run in an empty directory
     fresh = train(changed, find_tiles([results], [2022]), tmp_path / "fresh")
     assert (out / "checkpoint.pt").read_bytes() == fresh.checkpoint.read_bytes()
@@ -289,6 +292,10 @@ def test_bad_settings_and_architectures(results: Path, trained: Path, tmp_path: 
         train(tiny_config(learning_rate=0.5), sources, tmp_path, resume=trained / "checkpoint.pt")
     with pytest.raises(TrainingError, match="not a full training checkpoint"):
         train(tiny_config(), sources, tmp_path, resume=trained / "encoder.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device \(config/train.yaml or --device\) is cuda but no CUDA"):
+            train(tiny_config(device="cuda"), sources, tmp_path / "gpu", resume=False)
+        assert not (tmp_path / "gpu").exists()
 
 
 def test_config_file_documents_the_defaults() -> None:

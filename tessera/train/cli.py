@@ -60,6 +60,7 @@ def add_cli(subparsers: Any) -> None:
         "--restart-if-changed",
         action="store_true",
         help="resume <out-dir>/checkpoint.pt if it is of this run; if it is of another (architecture, settings or "
-        "tiles changed), move it to checkpoint.pt.stale-<time> and start afresh instead of failing",
+        "tiles changed), move it (with encoder.pt, train.json) to <name>.stale-<time> and start afresh instead "
+        "of failing",
     )
     p.set_defaults(func=_cmd_train)

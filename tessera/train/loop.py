@@ -32,6 +32,7 @@ from tessera.errors import ResumeMismatchError, TrainingError
 from tessera.io import write_json_atomic
 from tessera.models.arch import Architecture, architecture
 from tessera.sampling import Norms
+from tessera.staging import cpu_threads, resolve_device
 from tessera.train.checkpoint import ENCODER_NAME, FULL_NAME, read_resume, save_encoder, save_full
 from tessera.train.config import TrainConfig
 from tessera.train.data import PixelStream, TileSource, TrainingData, scan
@@ -79,19 +80,8 @@ class TrainResult:
     for allocations and warm-up), data reading and checkpoints included."""
 
 
-def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device cuda was asked for but PyTorch sees no CUDA device; use device auto or cpu")
-    return torch.device(requested)
-
-
 def _threads(cfg: TrainConfig) -> int:
-    if cfg.threads is not None:
-        return cfg.threads
-    env = os.environ.get("TESSERA_THREADS")
-    return int(env) if env and env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+    return cfg.threads if cfg.threads is not None else cpu_threads()
 
 
 @contextlib.contextmanager
@@ -198,8 +188,9 @@ def train(
             full checkpoint; False: start afresh (an existing checkpoint is overwritten).
         restart_if_changed: With ``resume=True``: if ``out_dir/checkpoint.pt`` belongs to another run
             (another architecture, other learned settings or other tiles), rename it to
-            ``checkpoint.pt.stale-<UTC time>`` and start afresh instead of raising. For callers that
-            always train into the same directory (the workflow's ``train`` rule, the demo).
+            ``checkpoint.pt.stale-<UTC time>`` (its ``encoder.pt`` and ``train.json`` likewise) and start
+            afresh instead of raising. For callers that always train into the same directory (the
+            workflow's ``train`` rule, the demo).
 
     Raises:
         ArchitectureError: ``cfg.arch`` is not a known architecture.
@@ -207,9 +198,10 @@ def train(
         ResumeMismatchError: The resume checkpoint is of another run (architecture, settings, tiles) and
             ``restart_if_changed`` does not apply.
         TileError: A tile directory is malformed.
+        ConfigError: ``cfg.device`` is cuda and PyTorch sees no CUDA device.
     """
     arch = architecture(cfg.arch)
-    device, out = _device(cfg.device), Path(out_dir)
+    device, out = resolve_device(cfg.device, "device (config/train.yaml or --device)"), Path(out_dir)
     threads = _threads(cfg)
     started, clock = dt.datetime.now(dt.UTC), time.monotonic()
     data = scan(sources, cfg.min_valid_timesteps, cfg.piece_pixels)
@@ -229,12 +221,17 @@ def train(
             except ResumeMismatchError as err:
                 if not (restart_if_changed and resume is True):
                     raise
-                # nothing was loaded yet (read_resume checks before anything is set): a fresh start as-is
-                aside = resume_from.with_name(f"{resume_from.name}.stale-{started:%Y%m%dT%H%M%SZ}")
-                os.replace(resume_from, aside)
+                # nothing was loaded yet (read_resume checks before anything is set): a fresh start as-is.
+                # The other run's encoder and sidecar go aside with it, so that no file here describes
+                # another run while this one trains.
+                stamp = f"stale-{started:%Y%m%dT%H%M%SZ}"
+                for name in (FULL_NAME, ENCODER_NAME, SIDECAR_NAME):
+                    if (out / name).is_file():
+                        os.replace(out / name, out / f"{name}.{stamp}")
                 logger.warning(
-                    "%s belongs to another run, so it was moved to %s; training afresh (%s)", resume_from, aside, err
-                )
+                    "%s belongs to another run, so it was moved to %s (with its %s and %s); training afresh (%s)",
+                    resume_from, out / f"{FULL_NAME}.{stamp}", ENCODER_NAME, SIDECAR_NAME, err,
+                )  # fmt: skip
         step, last, rate = _loop(model, opt, stream, cfg, device, start, history, (out, arch, meta), clock)
         save_encoder(out / ENCODER_NAME, arch, model.encoder, meta, step)
     seconds = time.monotonic() - clock
