@@ -1,5 +1,6 @@
 # Parse-time setup (tessera.parsetime): validate the config, plan the ROI or read the stored plan,
-# check the checkpoint. Every problem stops here, before any job runs; nothing is written.
+# check the checkpoint. Every problem stops here, before any job runs; nothing is written. A job's
+# own parse (cluster or subprocess job) skips the checks that import PyTorch: the main process made them.
 # Input functions only; no numeric code here.
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ if not config:
     with open(Path(workflow.basedir) / "config" / "config.yaml") as _fh:
         config.update(yaml.safe_load(_fh))
 
-S = setup_or_exit(config)
+S = setup_or_exit(config, check_checkpoint=workflow.is_main_process)
 CFG = S.cfg
 R = S.results
 YEARS = [str(y) for y in CFG.years]
@@ -107,7 +108,7 @@ def all_targets():
 
 def train_settings_file(basedir):
     """The training settings file (config/train.yaml, or TESSERA_TRAIN_CONFIG), checked now; [] for the defaults."""
-    return train_settings_or_exit(basedir)
+    return train_settings_or_exit(basedir, check=workflow.is_main_process)
 
 
 def report_skipped_scenes():

@@ -5,6 +5,11 @@ the ROI, the chunk size against the resolution, and the checkpoint (missing, unr
 of ``model.family``). Parsing writes nothing: the plan is computed in memory, or read from its
 content-addressed store when an earlier run's ``plan`` rule wrote it (so a cluster job, which
 re-parses the workflow, reads a few kilobytes instead of re-planning the ROI).
+
+The checks that need PyTorch (the checkpoint, the training settings) run in Snakemake's main process
+only: a job's own parse (a cluster job, ``--mode remote``/``subprocess``) was preceded by the main
+process's, which checked them before submitting anything, so the job skips the ~1.4 s and ~220 MB
+that importing PyTorch costs a search or read job that never uses it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ class Setup:
     """The results layout."""
     plan: Plan
     """The plan (chunks and tiles)."""
-    family: str
-    """The model family the checkpoint was checked to be (``demo`` without a checkpoint)."""
+    family: str | None
+    """The model family the checkpoint was checked to be (``demo`` without a checkpoint); None in a
+    job's parse, which does not check it (see the module docstring)."""
     plan_source: str
     """``stored`` or ``computed``: where the plan came from."""
 
@@ -78,7 +84,8 @@ class Setup:
         return (
             f"tessera: ROI {self.cfg.roi} -> grid {g.crs} {g.width}x{g.height} px, {len(self.plan.chunks)} chunks, "
             f"{self.plan.tile_count} tiles in {sum(len(self.parts(c.id)) for c in self.plan.chunks)} inference jobs, "
-            f"years {', '.join(map(str, self.cfg.years))}; model {self.family}; plan {self.key} ({self.plan_source})"
+            f"years {', '.join(map(str, self.cfg.years))}; model {self.family or 'checked by the main process'}; "
+            f"plan {self.key} ({self.plan_source})"
         )
 
 
@@ -101,15 +108,18 @@ def _stored_plan(results: Results, key: str, tile_size: int) -> Plan | None:
         return None
 
 
-def setup(config: dict[str, Any]) -> Setup:
+def setup(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:
     """Validate ``config``, plan the ROI (or read the stored plan) and check the checkpoint.
+
+    Args:
+        config: The config mapping (validated here).
+        check_checkpoint: Load the checkpoint and check its family (imports PyTorch). False only where
+            a parse of the same config already checked it (a Snakemake job's own parse).
 
     Raises:
         TesseraError: any problem with the config, the ROI or the checkpoint (`ConfigError`,
             `RoiError`, `CheckpointError`), with a message that says how to fix it.
     """
-    from tessera import models
-
     cfg = parse_config(config)
     results = Results(cfg.results_dir)
     if not Path(cfg.roi).exists():
@@ -129,7 +139,12 @@ def setup(config: dict[str, Any]) -> Setup:
         roi = load_roi(cfg.roi, cfg.resolution, cfg.max_roi_area_km2)
         plan = compute_plan(roi, key, cfg.chunk_size_m, cfg.tile_size)
         source = f"computed in {time.monotonic() - start:.1f} s"
-    family = models.check(cfg.model.checkpoint, cfg.model.family, source=cfg.s2.source, dimensions=cfg.model.dimensions)
+    family = None
+    if check_checkpoint:
+        from tessera import models
+
+        m = cfg.model
+        family = models.check(m.checkpoint, m.family, source=cfg.s2.source, dimensions=m.dimensions)
     return Setup(cfg, results, plan, family, source)
 
 
@@ -145,32 +160,35 @@ def export_project_root(root: Path) -> str:
     return value
 
 
-def train_settings(basedir: Path) -> list[str]:
+def train_settings(basedir: Path, *, check: bool = True) -> list[str]:
     """The ``train`` target's settings file, validated now (a bad one fails the parse); [] for the defaults.
 
-    ``TESSERA_TRAIN_CONFIG`` names the file; else ``config/train.yaml`` beside the Snakefile.
+    ``TESSERA_TRAIN_CONFIG`` names the file; else ``config/train.yaml`` beside the Snakefile. ``check``
+    False (a job's own parse, after the main process checked it) skips the validation, which imports
+    PyTorch.
     """
-    from tessera.train import load_train_config
-
     path = Path(os.environ.get("TESSERA_TRAIN_CONFIG", str(basedir / "config" / "train.yaml")))
     if not path.is_file():
         return []
-    load_train_config(path)
+    if check:
+        from tessera.train import load_train_config
+
+        load_train_config(path)
     return [str(path)]
 
 
-def setup_or_exit(config: dict[str, Any]) -> Setup:
+def setup_or_exit(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:
     """`setup`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
     try:
-        return setup(config)
+        return setup(config, check_checkpoint=check_checkpoint)
     except TesseraError as exc:
         raise _workflow_error(exc) from None
 
 
-def train_settings_or_exit(basedir: Path) -> list[str]:
+def train_settings_or_exit(basedir: Path, *, check: bool = True) -> list[str]:
     """`train_settings`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
     try:
-        return train_settings(basedir)
+        return train_settings(basedir, check=check)
     except TesseraError as exc:
         raise _workflow_error(exc) from None
 

@@ -117,6 +117,22 @@ def test_a_bad_checkpoint_fails_the_dry_run(tmp_path: Path, kind: str, family: s
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
+def test_a_jobs_own_parse_skips_the_checks_that_import_pytorch(tmp_path: Path) -> None:
+    # the main process checked the checkpoint before submitting; a job's parse (here a subprocess job's,
+    # as a cluster job's in --mode remote) does not load it again, nor import PyTorch for it
+    cfg = run_config(tmp_path, model={"checkpoint": str(tmp_path / "missing.pt")})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    argv = [sys.executable, "-X", "importtime", *SNAKEMAKE[1:], "-n", "--configfile", str(cfg), "--mode", "subprocess"]
+    res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "model checked by the main process" in res.stderr
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "snakemake" in imported and "tessera.parsetime" in imported
+    assert "torch" not in imported
+    assert not (tmp_path / "results").exists()
+
+
 def _local_rules() -> set[str]:
     """Rules declared ``localrules`` in rules/*.smk, and the target rules (they run where Snakemake runs)."""
     names = set()
