@@ -76,7 +76,7 @@ def write_tile(
             np.save(fh, data, allow_pickle=False)
     mask = np.zeros((tile_size, tile_size), np.uint8)
     mask[: tile.y1 - tile.y0, : tile.x1 - tile.x0] = chunk_mask[tile.y0 : tile.y1, tile.x0 : tile.x1] > 0
-    transform = chunk.grid.transform * Affine.translation(tile.x0, tile.y0)
+    transform = chunk.grid.transform @ Affine.translation(tile.x0, tile.y0)
     _write_roi_tiff(out_dir / ROI_FILE, mask, chunk.grid.crs, transform)
 
 

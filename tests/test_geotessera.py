@@ -109,7 +109,7 @@ def _points(
         holes = rng.choice(len(hole_rows), size=n // 4, replace=True)
         r[: n // 4], c[: n // 4] = hole_rows[holes], hole_cols[holes]
     with rasterio.open(product.cog) as src:
-        xs, ys = src.transform * (c + rng.uniform(0.02, 0.98, n), r + rng.uniform(0.02, 0.98, n))
+        xs, ys = src.transform @ (c + rng.uniform(0.02, 0.98, n), r + rng.uniform(0.02, 0.98, n))
         lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", xs, ys)
     return list(zip(lon, lat, strict=True)), r, c
 
