@@ -56,7 +56,8 @@ def resolve_device(requested: str, setting: str = "model.device") -> torch.devic
 
     Args:
         requested: ``auto``, ``cpu`` or ``cuda``.
-        setting: The setting's name, for the error message (``model.device``, ``train.device``).
+        setting: The setting's name as the user writes it, for messages (``model.device``; training
+            passes ``device (config/train.yaml or --device)``).
 
     Raises:
         ConfigError: ``cuda`` was asked for but no CUDA device is visible, or ``requested`` is unknown.
