@@ -19,19 +19,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 import tessera
 from tessera.config import ModelConfig
 from tessera.errors import TileError
-from tessera.infer import InferenceResult
 from tessera.io import save_npy_atomic, write_json_atomic
-from tessera.models.spec import LoadedModel
 from tessera.nodata import encode_nodata_float32, encode_nodata_int8
-from tessera.quantize import quantize
+
+if TYPE_CHECKING:  # the readers (stitch, QA) run without PyTorch; only the writer needs it
+    from tessera.infer import InferenceResult
+    from tessera.models.spec import LoadedModel
 
 __all__ = ["TileFiles", "read_sidecar", "tile_files", "write_tile_embeddings"]
 
@@ -59,6 +59,10 @@ def write_tile_embeddings(
     files: TileFiles, result: InferenceResult, model: LoadedModel, mcfg: ModelConfig, year: int, batch_size: int | None
 ) -> None:
     """Write one tile's embeddings (quantised for int8 output) and, last, its sidecar."""
+    import torch
+
+    from tessera.quantize import quantize
+
     if files.scales is not None:
         flat = result.embeddings.reshape(-1, result.embeddings.shape[-1])
         keep = result.valid.ravel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,26 @@ def test_first_attempt_failure_switch_of_the_test_wrapper(config: Path, tmp_path
     assert run("plan", "--config", str(config)).returncode == 0
     # other subcommands are unaffected
     assert run("validate-config", "--config", str(config)).returncode == 0
+
+
+def test_jobs_that_do_not_embed_do_not_import_pytorch(config: Path, tmp_path: Path) -> None:
+    # every job runs `tessera <command>`: registering the training and evaluation commands, the plan
+    # jobs, and the modules of the search, read, tile, stitch, QA and export jobs must not pay PyTorch's
+    # import (about a second and 150 MB per job); only inference, training and evaluation load it
+    modules = ["search", "read", "tiles", "products", "qa", "counts", "export.geotessera", "export.cli"]
+    code = (
+        "import importlib, sys\n"
+        "from tessera.cli import main\n"
+        "from tessera.config import read_config\n"
+        "from tessera.plan import plan_key\n"
+        "from tessera.stages import settings_json\n"
+        f"cfg = read_config({str(config)!r})\n"
+        f"out = {str(tmp_path)!r} + '/' + plan_key(cfg.roi, cfg.resolution, cfg.chunk_size_m)\n"
+        "assert main(['plan-chunks', '--settings', settings_json(cfg, 'plan'), '--out-dir', out]) == 0\n"
+        "assert main(['plan-tiles', '--plan', out, '--tile-size', '40', '--out', out + '/tiles-40.json']) == 0\n"
+        f"for m in {modules!r}: importlib.import_module('tessera.' + m)\n"
+        "print('torch' in sys.modules, 'tessera.train.loop' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env())
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False False"
