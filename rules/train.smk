@@ -4,10 +4,12 @@
 #
 # Needs the tiles kept (keep_tiles: true). Settings: config/train.yaml beside the Snakefile, or the file
 # named by TESSERA_TRAIN_CONFIG; built-in defaults if neither exists. A killed or failed job resumes
-# from {results_dir}/train/checkpoint.pt when rerun; after the tiles or the learned settings changed,
-# that checkpoint (with its encoder.pt and train.json) is moved to <name>.stale-<time> and training starts afresh
-# (--restart-if-changed). Then set model.checkpoint to
-# {results_dir}/train/encoder.pt and run the workflow again to embed with the trained model.
+# from {results_dir}/train/checkpoint.pt when rerun, and so does one that max_seconds stopped: it fails
+# with TrainingStoppedError (--require-complete) rather than pass a half-trained encoder.pt on as done.
+# After the tiles or the learned settings changed, that checkpoint (with its encoder.pt and train.json)
+# is moved to <name>.stale-<time> and training starts afresh (--restart-if-changed). Then set
+# model.checkpoint to {results_dir}/train/encoder.pt and run the workflow again to embed with the
+# trained model.
 TRAIN_SETTINGS = train_settings_file(Path(workflow.basedir))
 
 
@@ -32,4 +34,4 @@ rule train:
         "../envs/tessera.yaml"
     shell:
         "TESSERA_THREADS={threads} tessera train --data {params.data} --years {params.years} {params.settings}"
-        " --out-dir {params.out_dir} --restart-if-changed &> {log}"
+        " --out-dir {params.out_dir} --restart-if-changed --require-complete &> {log}"

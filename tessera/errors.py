@@ -25,6 +25,7 @@ __all__ = [
     "TesseraError",
     "TileError",
     "TrainingError",
+    "TrainingStoppedError",
     "TransportError",
     "UnsupportedProductError",
 ]
@@ -100,6 +101,10 @@ class NoTilesError(TesseraError, FileNotFoundError):
 
 class TrainingError(TesseraError, ValueError):
     """Training cannot start or resume with these settings (bad value, no usable pixel, incompatible resume)."""
+
+
+class TrainingStoppedError(TesseraError, RuntimeError):
+    """Training stopped at ``max_seconds`` before its last step where a finished model was required."""
 
 
 class ResumeMismatchError(TrainingError):

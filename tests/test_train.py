@@ -248,6 +248,39 @@ def test_a_checkpoint_of_another_run_stops_plain_train_and_is_set_aside_with_res
     assert stale.is_file()
 
 
+def test_tiles_remade_with_other_reflectances_are_other_tiles(results: Path, trained: Path, tmp_path: Path) -> None:
+    # an S2 fix remakes the tiles with the same dates and masks: the checkpoint must not resume on them
+    data = shutil.copytree(results, tmp_path / "results")
+    tile = find_tiles([data], [2022])[0].path
+    bands = np.load(tile / "bands.npy")
+    np.save(tile / "bands.npy", bands + np.uint16(1))
+    out = shutil.copytree(trained, tmp_path / "train")
+    with pytest.raises(ResumeMismatchError, match="trained on other tiles"):
+        train(tiny_config(), find_tiles([data], [2022]), out)
+    # the same bytes again are the same tiles: the completed run is recognised
+    np.save(tile / "bands.npy", bands)
+    assert train(tiny_config(), find_tiles([data], [2022]), out).complete
+
+
+def test_a_run_stopped_by_max_seconds_fails_where_a_finished_model_is_required(
+    results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the train rule passes --require-complete: a stopped run must not leave encoder.pt looking done
+    settings = tmp_path / "train.yaml"
+    settings.write_text(yaml.safe_dump(tiny_config().to_dict()))
+    out = tmp_path / "train"
+    argv = ["train", "--data", str(results), "--years", "2022", "--train-config", str(settings), "--out-dir", str(out)]
+    assert main([*argv, "--max-seconds", "1e-9", "--require-complete"]) == 2
+    err = capsys.readouterr().err
+    assert "TrainingStoppedError: training stopped after max_seconds at step 1 of 12" in err
+    assert "run again to continue" in err
+    # without the flag a stopped run is a success (the demo bounds its training time this way)
+    assert main([*argv, "--max-seconds", "1e-9"]) == 0
+    # run again: it resumes and finishes with the bytes of an uninterrupted run
+    assert main([*argv, "--require-complete"]) == 0
+    assert (out / "checkpoint.pt").read_bytes() == (trained / "checkpoint.pt").read_bytes()
+
+
 def test_encoder_round_trips_through_models_load(trained: Path, results: Path) -> None:
     payload = torch.load(trained / "encoder.pt", weights_only=True)
     assert set(payload) == {"model_state_dict", "arch", "config", "provenance", "step"}

@@ -3,7 +3,7 @@
 ``encoder.pt`` (`save_encoder`) has the reference's layout for the architecture's family
 (`tessera.models.arch.Architecture.encoder_payload`: ``model_state_dict`` with the reference's key
 names for v1.x, ``args`` + ``model`` for v2) plus ``arch``, ``config`` (`TrainConfig.to_dict`),
-``provenance`` (tiles, years, eligible pixels, sha256 of their small files, package versions) and
+``provenance`` (tiles, years, eligible pixels, sha256 of each of their files, package versions) and
 ``step``. It loads with `tessera.models.load`; the reference's loaders read the keys they know.
 
 ``checkpoint.pt`` (`save_full`) adds what a resume needs: ``model_state_dict`` holding the encoder and

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tessera.errors import TrainingStoppedError
+
 __all__ = ["add_cli"]
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     sources = find_tiles([Path(d) for d in args.data], args.years)
     resume: bool | Path = False if args.no_resume else (Path(args.resume) if args.resume else True)
     result = train(cfg, sources, Path(args.out_dir), resume=resume, restart_if_changed=args.restart_if_changed)
+    if args.require_complete and not result.complete:
+        raise TrainingStoppedError(
+            f"training stopped after max_seconds at step {result.steps} of {cfg.steps}; its checkpoint is saved in "
+            f"{args.out_dir}: run again to continue from there (the encoder it wrote is not the finished model), "
+            "or raise or unset max_seconds"
+        )
     state = "complete" if result.complete else "stopped early (rerun the same command to resume)"
     log.info(
         "%s: %d steps, final loss %.4f, %.0f pixels/s; encoder %s",
@@ -51,6 +59,12 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="device (overrides the file)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (overrides the file)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop early after this wall time, resumable")
+    p.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="fail (TrainingStoppedError) when max_seconds stops training before its last step, so that a "
+        "workflow does not take the encoder of a stopped run for a finished model (the train rule passes it)",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--resume", default=None, help="full checkpoint to resume from (default: <out-dir>/checkpoint.pt)"

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tessera.errors import NoTilesError, TrainingError
-from tessera.layout import ROI_FILE
+from tessera.layout import ROI_FILE, TILE_FILES
 from tessera.tileio import TileArrays, read_tile
 
 __all__ = ["PixelRecords", "PixelStream", "TileSource", "TrainingData", "find_tiles", "scan"]
@@ -166,7 +166,7 @@ class TrainingData:
     min_valid: int
     """The eligibility threshold the counts were made with."""
     provenance: tuple[dict[str, object], ...]
-    """Per tile: name, year, shape, time dimensions, eligible pixels, sha256 of its small files."""
+    """Per tile: name, year, shape, time dimensions, eligible pixels, sha256 of each of its files."""
 
     @property
     def pixels(self) -> int:
@@ -186,7 +186,9 @@ def _eligible(tile: TileArrays, rows: slice, min_valid: int) -> np.ndarray:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a file, streamed (tile arrays can be larger than the memory bound)."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def scan(sources: Sequence[TileSource], min_valid: int, piece_pixels: int) -> TrainingData:
@@ -212,7 +214,9 @@ def scan(sources: Sequence[TileSource], min_valid: int, piece_pixels: int) -> Tr
         tiles.append(_Tile(src, grid.col, grid.row, int(grid.crs.split(":")[1]), w))
         t2 = max(t2, arrays.bands.shape[0])
         t1 = max(t1, arrays.sar_ascending.shape[0] + arrays.sar_descending.shape[0])
-        small = ("doys.npy", "sar_ascending_doy.npy", "sar_descending_doy.npy", "masks.npy", ROI_FILE)
+        # every file, the reflectances included: tiles remade with other settings (an S2 offset fix,
+        # say) keep their dates and masks, and must not pass for the data a checkpoint was trained on
+        names = (*(f.name for f in TILE_FILES), ROI_FILE)
         provenance.append(
             {
                 "tile": src.name,
@@ -221,7 +225,7 @@ def scan(sources: Sequence[TileSource], min_valid: int, piece_pixels: int) -> Tr
                 "t_s2": int(arrays.bands.shape[0]),
                 "t_s1": int(arrays.sar_ascending.shape[0] + arrays.sar_descending.shape[0]),
                 "eligible_pixels": eligible,
-                "sha256": {name: _digest(src.path / name) for name in small},
+                "sha256": {name: _digest(src.path / name) for name in names},
             }
         )
     if not pieces:
