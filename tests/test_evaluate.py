@@ -13,10 +13,11 @@ import rasterio
 import torch
 from affine import Affine
 
-from tessera.errors import LabelError
+from tessera.errors import ArchitectureError, LabelError
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
+from tessera.evaluate.run import product_architecture, product_source
 from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
@@ -160,6 +161,26 @@ def test_product_embeddings_are_dequantised_at_the_pixels(results: Path, tmp_pat
     assert np.isnan(got[0]).all()
     np.testing.assert_allclose(got[1], codes[:, 24, 24] * scales[24, 24], rtol=1e-6)
     np.testing.assert_allclose(got[2], codes[:, 29, 31] * scales[29, 31], rtol=1e-6)
+
+
+def test_a_products_baseline_is_the_architecture_of_its_family(tmp_path: Path) -> None:
+    product = tmp_path / "tessera_2022.tif"
+    with pytest.raises(LabelError, match="cannot read the STAC Item"):
+        product_architecture(product)
+
+    def item(family: str, s2: str = "earth-search") -> None:
+        props = {"tessera:model_family": family, "tessera:data_source": {"s2": s2, "s1": "planetary-computer"}}
+        product.with_suffix(".json").write_text(json.dumps({"type": "Feature", "properties": props}))
+
+    item("v1.1")
+    assert product_architecture(product).name == "v1.1"
+    assert product_source(product) == "earth-search"  # v1.1's baseline takes that source's normalisation table
+    item("v1.0-qat")
+    assert product_architecture(product).name == "v1.0-qat"
+    for family, names in (("v1.0", "demo, v1.0"), ("v2", "v2-large, v2-medium, v2-nano, v2-small")):
+        item(family)
+        with pytest.raises(ArchitectureError, match=f"{names} are all {family} architectures: name .* --random-arch"):
+            product_architecture(product)
 
 
 def test_labels_outside_the_roi_and_single_class(results: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ def format_table(report: dict[str, Any]) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Probe a checkpoint or product on labelled pixels against random weights and the raw annual median."""
     from tessera.evaluate import EvalSettings, evaluate
+    from tessera.evaluate.run import product_source
     from tessera.train import find_tiles
 
     product = Path(args.product) if args.product else None
@@ -52,6 +53,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         knn_k=args.k,
         seed=args.seed,
         device=args.device,
+        # the v1.1 normalisation table of the tiles' source: a product's Item names it
+        source=args.source or (product_source(product) if product is not None else "planetary-computer"),
     )
     report = evaluate(
         settings,
@@ -71,7 +74,9 @@ def add_cli(subparsers: Any) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", help="checkpoint to embed the labelled pixels with")
     what.add_argument("--product", help="product COG (tessera_<year>.tif) to read embeddings from")
-    p.add_argument("--labels", required=True, help="class raster (nodata/0 = unlabelled) or vector file")
+    p.add_argument(
+        "--labels", required=True, help="class raster (its nodata, or 0 if none is set, = unlabelled) or vector file"
+    )
     p.add_argument("--data", nargs="+", required=True, help="results directories holding <year>/.../<tile>/ dirs")
     p.add_argument("--year", type=int, required=True, help="year of the tiles and embeddings")
     p.add_argument("--out", default=None, help="report prefix (default with --product: <product>_probe)")
@@ -85,6 +90,18 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of blocks in the test set (default 0.3)")
     p.add_argument("--k", type=int, default=5, help="neighbours of the k-NN probe (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, split and random weights (default 0)")
-    p.add_argument("--random-arch", default=None, help="architecture of the random-weights baseline")
+    p.add_argument(
+        "--random-arch",
+        default=None,
+        help="architecture of the random-weights baseline (default: the checkpoint's, or the one of the product's "
+        "model family)",
+    )
+    p.add_argument(
+        "--source",
+        default=None,
+        choices=["planetary-computer", "earth-search", "stac"],
+        help="S2 source of the tiles, which picks v1.1's normalisation table (default: the product's, or "
+        "planetary-computer)",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
     p.set_defaults(func=_cmd_evaluate)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from tessera import models
-from tessera.errors import LabelError
+from tessera.errors import ArchitectureError, LabelError
 from tessera.evaluate.features import model_features, product_features, random_weights_model, raw_median_features
 from tessera.evaluate.labels import NO_LABEL, ClassInfo, LabelLayer, read_class_info, read_labels
 from tessera.evaluate.probes import PROBES, class_metrics, fit_predict, regression_metrics
 from tessera.evaluate.report import write_report
 from tessera.evaluate.split import spatial_split
-from tessera.models.arch import Architecture, architecture
+from tessera.models.arch import ARCHITECTURES, Architecture, architecture
 from tessera.tileio import read_tile
 from tessera.train.data import TileSource
 
@@ -144,7 +145,7 @@ def _feature_sets(
         assert product is not None
         subject = f"product {product.name}"
         sets["model"] = (f"embeddings read from {product}", product_features(product, tiles, px.tile, px.pix))
-        base = architecture(arch or "demo")
+        base = architecture(arch) if arch is not None else product_architecture(product)
     rnd = random_weights_model(base, s.seed, s.source)
     sets["random weights"] = (
         f"{base.name} architecture with seeded random weights (seed {s.seed})",
@@ -153,6 +154,47 @@ def _feature_sets(
     median = raw_median_features(tiles, px.tile, px.pix)
     sets["raw median"] = ("per-pixel median of the valid S2 observations, 10 bands", median)
     return sets, subject
+
+
+def _product_item(product: Path) -> dict[str, Any]:
+    """The STAC Item written beside a product COG (``tessera_<year>.json``)."""
+    path = product.with_suffix(".json")
+    try:
+        item: dict[str, Any] = json.loads(path.read_text())
+        props: dict[str, Any] = item["properties"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LabelError(
+            f"cannot read the STAC Item {path} of product {product.name} ({exc}); evaluate a product the workflow's "
+            "stitch step wrote, which writes the Item beside it"
+        ) from exc
+    return props
+
+
+def product_architecture(product: Path) -> Architecture:
+    """The architecture of a product's random-weights baseline: the one of its model family, when only one is.
+
+    Raises:
+        LabelError: The product's STAC Item is missing or unreadable.
+        ArchitectureError: Several architectures share the product's family (v1.0 and demo; the v2 sizes):
+            the message lists them, for ``--random-arch``.
+    """
+    family = _product_item(product).get("tessera:model_family")
+    candidates = sorted(name for name, a in ARCHITECTURES.items() if a.family == family)
+    if len(candidates) != 1:
+        raise ArchitectureError(
+            f"product {product.name} was made by a {family} model, and "
+            + (f"{', '.join(candidates)} are all {family} architectures" if candidates else "no architecture is")
+            + ": name the random-weights baseline's architecture with --random-arch"
+        )
+    return architecture(candidates[0])
+
+
+def product_source(product: Path) -> str:
+    """The S2 data source a product was made from (picks the v1.1 normalisation table of its baseline)."""
+    source = _product_item(product).get("tessera:data_source", {}).get("s2")
+    if not isinstance(source, str):
+        raise LabelError(f"the STAC Item of {product.name} names no tessera:data_source s2; pass --source")
+    return source
 
 
 def _probe_all(
@@ -205,14 +247,16 @@ def evaluate(
         out_prefix: Report files are ``<out_prefix>.json``, ``.md``, ``_confusion.png``, ``_predictions.csv``.
         checkpoint: A checkpoint to embed the pixels with (exclusive with ``product``).
         product: A product COG to read the embeddings from.
-        random_arch: Architecture of the random-weights baseline (default: the checkpoint's; with a product, demo).
+        random_arch: Architecture of the random-weights baseline (default: the checkpoint's; with a product, the
+            one of its model family, `product_architecture`).
 
     Returns:
         The report (as written to the JSON file).
 
     Raises:
         LabelError: Labels unreadable, outside the tiles, a single class, or too few pixels to split.
-        CheckpointError, ArchitectureError, TileError: Bad checkpoint, architecture name or tile.
+        CheckpointError, ArchitectureError, TileError: Bad checkpoint, architecture name or tile; a product whose
+            family has several architectures and no ``random_arch``.
     """
     if (checkpoint is None) == (product is None):
         raise LabelError("give exactly one of a checkpoint or a product to evaluate; pass --checkpoint or --product")
