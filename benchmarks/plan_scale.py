@@ -38,6 +38,7 @@ from rasterio.enums import Resampling
 
 from tessera.grid import Grid, Roi, load_roi, tiles_of_mask
 from tessera.plan import StoredPlan, compute_plan, plan_tiles_file, write_plan
+from tessera.results import plan_tiles_name
 
 CHUNK_M = 20_000
 TILE = 500
@@ -158,7 +159,7 @@ def _report(name: str, roi_path: Path, work: Path, baseline: bool) -> bool:
     print(f"parse-time planning: load_roi {t_load:.2f} s ({m_load:.0f} MB), plan {t_plan:.2f} s ({m_plan:.0f} MB)")
     plan_dir = work / name
     _, t_write, m_write = _measure(lambda: write_plan(roi, "k", CHUNK_M, plan_dir))
-    _, t_tiles, _ = _measure(lambda: plan_tiles_file(StoredPlan(plan_dir), TILE, plan_dir / f"tiles-{TILE}.json"))
+    _, t_tiles, _ = _measure(lambda: plan_tiles_file(StoredPlan(plan_dir), TILE, plan_dir / plan_tiles_name(TILE)))
     print(f"plan rules: write_plan {t_write:.2f} s ({m_write:.0f} MB), plan_tiles {t_tiles:.2f} s")
     chunk_id = plan.chunks[len(plan.chunks) // 2].id
     _, t_look, m_look = _measure(lambda: _lookup(plan_dir, chunk_id))

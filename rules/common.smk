@@ -5,15 +5,12 @@
 import sys
 from pathlib import Path
 
-import yaml
-
 from tessera.layout import ORBITS, PRODUCTS
-from tessera.parsetime import export_project_root, setup_or_exit, train_settings_or_exit
+from tessera.parsetime import default_config_or_exit, export_project_root, setup_or_exit, train_settings_or_exit
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 if not config:
-    with open(Path(workflow.basedir) / "config" / "config.yaml") as _fh:
-        config.update(yaml.safe_load(_fh))
+    config.update(default_config_or_exit(Path(workflow.basedir)))
 
 S = setup_or_exit(config, check_checkpoint=workflow.is_main_process)
 CFG = S.cfg

@@ -24,8 +24,8 @@ from typing import Any
 import rasterio.errors
 
 import tessera
-from tessera.config import Config, parse_config
-from tessera.errors import RoiError, TesseraError
+from tessera.config import Config, load_config, parse_config
+from tessera.errors import ConfigError, RoiError, TesseraError
 from tessera.grid import load_roi
 from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
@@ -33,6 +33,8 @@ from tessera.stages import STAGE_VERSIONS, settings_json
 
 __all__ = [
     "Setup",
+    "default_config",
+    "default_config_or_exit",
     "export_project_root",
     "setup",
     "setup_or_exit",
@@ -175,6 +177,29 @@ def train_settings(basedir: Path, *, check: bool = True) -> list[str]:
 
         load_train_config(path)
     return [str(path)]
+
+
+def default_config(basedir: Path) -> dict[str, Any]:
+    """The config of a run given no ``--configfile``: ``config/config.yaml`` beside the Snakefile, validated.
+
+    Raises:
+        ConfigError: There is no such file (an installed package ships none), or it is invalid.
+    """
+    path = basedir / "config" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no config given, and {path} does not exist: pass --configfile <your config.yaml> (the repository's "
+            "config/config.yaml is a documented example; `tessera config-docs` lists every key)"
+        )
+    return load_config(path)
+
+
+def default_config_or_exit(basedir: Path) -> dict[str, Any]:
+    """`default_config`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
+    try:
+        return default_config(basedir)
+    except TesseraError as exc:
+        raise _workflow_error(exc) from None
 
 
 def setup_or_exit(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:

@@ -32,7 +32,7 @@ from tessera.errors import ConfigError
 from tessera.grid import Chunk, Grid, Roi, TileSpec, chunk_masks, tiles_of_mask
 from tessera.io import atomic_path, write_json_atomic
 from tessera.layout import parse_tile_name
-from tessera.results import PLAN_CHUNKS, PLAN_MASK
+from tessera.results import PLAN_CHUNKS, PLAN_MASK, plan_tiles_name
 from tessera.stages import STAGE_VERSIONS
 
 __all__ = [
@@ -231,7 +231,7 @@ class StoredPlan:
         self._chunks = {c["id"]: Chunk(c["id"], Grid.from_dict(c["grid"])) for c in self.doc["chunks"]}
         self.tile_size = tile_size
         self._tiles: dict[str, list[str]] = (
-            _read(self.dir / f"tiles-{tile_size}.json")["tiles"] if tile_size is not None else {}
+            _read(self.dir / plan_tiles_name(tile_size))["tiles"] if tile_size is not None else {}
         )
 
     @property

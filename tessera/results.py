@@ -36,6 +36,7 @@ __all__ = [
     "VALID_COUNT_FILE",
     "Results",
     "part_name",
+    "plan_tiles_name",
     "search_path",
     "stack_names",
     "stack_path",
@@ -45,6 +46,13 @@ __all__ = [
 PLAN_CHUNKS = "chunks.json"
 #: ROI mask GeoTIFF inside a plan directory.
 PLAN_MASK = "mask.tif"
+
+
+def plan_tiles_name(tile_size: int | str) -> str:
+    """File name, inside a plan directory, of every chunk's tiles at ``tile_size``."""
+    return f"tiles-{tile_size}.json"
+
+
 #: Per-pixel count of valid observations of one read step (uint16, chunk shape).
 VALID_COUNT_FILE = "valid_count.npy"
 #: What one read step did.
@@ -104,7 +112,7 @@ class Results:
 
     def plan_tiles(self, key: str, tile_size: int | str) -> str:
         """Every chunk's tiles at ``tile_size``."""
-        return self._p("plan", key, f"tiles-{tile_size}.json")
+        return self._p("plan", key, plan_tiles_name(tile_size))
 
     # --- per year ----------------------------------------------------------------------------
 

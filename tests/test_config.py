@@ -162,3 +162,12 @@ def test_stage_settings_carry_the_new_keys_only_where_they_change_the_output() -
         settings(parse_config({**base, "model": {"nodata_policy": "strict"}}), "infer")["model"]["nodata_policy"]
         == "strict"
     )
+
+
+def test_a_run_without_a_config_file_reads_the_example_or_says_what_to_pass(tmp_path: Path) -> None:
+    from tessera.parsetime import default_config
+
+    example = default_config(Path(__file__).resolve().parents[1])
+    assert example["years"] and example["roi"]
+    with pytest.raises(ConfigError, match=r"no config given, and .*config\.yaml does not exist: pass --configfile"):
+        default_config(tmp_path)

@@ -63,3 +63,10 @@ def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) 
     assert "infer" in res.stdout and "stitch" in res.stdout
     assert str(site / "tessera" / "workflow" / "Snakefile") in res.stderr
     assert not (tmp_path / "demo" / "results").exists()
+    # the wheel ships no config/config.yaml: a run without --configfile says what to pass
+    snakefile = site / "tessera" / "workflow" / "Snakefile"
+    bare = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(tmp_path / "bare"), "-n", "--cores", "1"]
+    res = subprocess.run(bare, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "ConfigError: no config given, and" in res.stdout + res.stderr
+    assert "pass --configfile" in res.stdout + res.stderr
