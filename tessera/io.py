@@ -1,11 +1,13 @@
 """Atomic file output: every file is written under a temporary name and renamed when complete.
 
-A crash can leave a ``.tmp-*`` file behind, never a final path holding a partial file.
+A crash can leave a ``.tmp-*`` file behind, never a final path holding a partial file. Also the one
+file checksum (`sha256_file`) that checkpoints, training provenance and exports record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -15,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir"]
+__all__ = ["atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir", "sha256_file"]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, streamed (checkpoints and tile arrays can be larger than memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ nothing is resampled: a point has the same embedding in the export as in the pro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from tessera.cog import INT8_NODATA
 from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
 from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
 from tessera.grid import Grid
-from tessera.io import atomic_path, save_npy_atomic, write_json_atomic
+from tessera.io import atomic_path, save_npy_atomic, sha256_file, write_json_atomic
 from tessera.period import window as year_window
 from tessera.products import product_paths
 
@@ -181,11 +180,6 @@ def _tile_arrays(product: _Product, roi: RoiMask, tile: Grid) -> tuple[np.ndarra
     return codes, scales, landmask
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _write_landmask(path: Path, tile: Grid, landmask: np.ndarray) -> None:
     profile = {
         "driver": "GTiff",
@@ -212,7 +206,7 @@ def _write_tile(product: _Product, roi: RoiMask, cell: Cell, year: int, out: Pat
     emb, sc = grid_dir / f"{cell.name}.npy", grid_dir / f"{cell.name}_scales.npy"
     save_npy_atomic(emb, np.ascontiguousarray(np.moveaxis(codes, 0, -1)))
     save_npy_atomic(sc, scales)
-    hashes = {p.name: _sha256(p) for p in (emb, sc)}
+    hashes = {p.name: sha256_file(p) for p in (emb, sc)}
     with atomic_path(grid_dir / "SHA256") as tmp:
         tmp.write_text("".join(f"{h}  {name}\n" for name, h in sorted(hashes.items())))
     _write_landmask(out / LANDMASKS_DIR / f"{cell.name}.tiff", tile, landmask)
@@ -349,7 +343,7 @@ def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSu
     log.info("exporting %d tile(s) of %d to %s: %s", len(cells), year, out, ", ".join(names))
     records = [_write_tile(product, roi, cell, year, out) for cell in cells]
     landmasks = out / LANDMASKS_DIR
-    sums = {c.name: _sha256(landmasks / f"{c.name}.tiff") for c in cells}
+    sums = {c.name: sha256_file(landmasks / f"{c.name}.tiff") for c in cells}
     with atomic_path(landmasks / "SHA256SUM") as tmp:
         tmp.write_text("".join(f"{h}  {name}.tiff\n" for name, h in sorted(sums.items())))
     lm_records = [

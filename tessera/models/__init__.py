@@ -29,7 +29,6 @@ checkpoint is never allowed to run code.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import logging
 import pickle
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from tessera.errors import CheckpointError, ConfigError
+from tessera.io import sha256_file
 from tessera.models import demo, v1, v1_1, v1_qat, v2
 from tessera.models.arch import Architecture, default_for_family
 from tessera.models.spec import InputSpec, LoadedModel
@@ -74,14 +74,6 @@ _SAFE_GLOBALS: list[Any] = [
         for module in ("numpy.core", "numpy._core")
     ),
 ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_payload(path: Path, *, mmap: bool = False) -> Any:
@@ -330,6 +322,6 @@ def load(
         return _demo(target)
     module, spec, name, path, arch = _build(checkpoint, family, source, dimensions, mmap=False)
     module = module.to(target).eval()
-    sha = _sha256(path)
+    sha = sha256_file(path)
     logger.info("loaded %s model from %s (sha256 %s) on %s", name, path, sha[:12], target)
     return LoadedModel(module, name, spec, checkpoint_sha256=sha, architecture=arch.to_dict())

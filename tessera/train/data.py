@@ -32,7 +32,6 @@ multiple of ``piece_pixels``, ``k x P`` is ``buffer_pixels``. Example: the defau
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tessera.errors import NoTilesError, TrainingError
+from tessera.io import sha256_file
 from tessera.layout import ROI_FILE, TILE_FILES
 from tessera.tileio import TileArrays, read_tile
 
@@ -185,12 +185,6 @@ def _eligible(tile: TileArrays, rows: slice, min_valid: int) -> np.ndarray:
     return eligible
 
 
-def _digest(path: Path) -> str:
-    """sha256 of a file, streamed (tile arrays can be larger than the memory bound)."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def scan(sources: Sequence[TileSource], min_valid: int, piece_pixels: int) -> TrainingData:
     """Open every tile once and count its eligible pixels per piece (see the module docstring).
 
@@ -225,7 +219,7 @@ def scan(sources: Sequence[TileSource], min_valid: int, piece_pixels: int) -> Tr
                 "t_s2": int(arrays.bands.shape[0]),
                 "t_s1": int(arrays.sar_ascending.shape[0] + arrays.sar_descending.shape[0]),
                 "eligible_pixels": eligible,
-                "sha256": {name: _digest(src.path / name) for name in names},
+                "sha256": {name: sha256_file(src.path / name) for name in names},
             }
         )
     if not pieces:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import math
 import os
@@ -29,7 +28,7 @@ import torch
 
 import tessera
 from tessera.errors import ResumeMismatchError, TrainingError
-from tessera.io import write_json_atomic
+from tessera.io import sha256_file, write_json_atomic
 from tessera.models.arch import Architecture, architecture
 from tessera.sampling import Norms
 from tessera.staging import cpu_threads, resolve_device
@@ -320,10 +319,6 @@ def _write_sidecar(
             "history_columns": ["step", "loss", "invariance", "redundancy", "learning_rate"],
             "history": history,
             "encoder": result.encoder.name,
-            "encoder_sha256": _sha256(result.encoder),
+            "encoder_sha256": sha256_file(result.encoder),
         },
     )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
