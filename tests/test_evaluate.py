@@ -17,7 +17,7 @@ from tessera.errors import ArchitectureError, LabelError
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
-from tessera.evaluate.run import product_architecture, product_source
+from tessera.evaluate.run import product_baseline
 from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
@@ -166,21 +166,24 @@ def test_product_embeddings_are_dequantised_at_the_pixels(results: Path, tmp_pat
 def test_a_products_baseline_is_the_architecture_of_its_family(tmp_path: Path) -> None:
     product = tmp_path / "tessera_2022.tif"
     with pytest.raises(LabelError, match="cannot read the STAC Item"):
-        product_architecture(product)
+        product_baseline(product)
+    arch, source = product_baseline(product, "demo", "stac")  # both given: the Item is not needed
+    assert (arch.name, source) == ("demo", "stac")
 
     def item(family: str, s2: str = "earth-search") -> None:
         props = {"tessera:model_family": family, "tessera:data_source": {"s2": s2, "s1": "planetary-computer"}}
         product.with_suffix(".json").write_text(json.dumps({"type": "Feature", "properties": props}))
 
     item("v1.1")
-    assert product_architecture(product).name == "v1.1"
-    assert product_source(product) == "earth-search"  # v1.1's baseline takes that source's normalisation table
+    arch, source = product_baseline(product)
+    assert arch.name == "v1.1"
+    assert source == "earth-search"  # v1.1's baseline takes that source's normalisation table
     item("v1.0-qat")
-    assert product_architecture(product).name == "v1.0-qat"
+    assert product_baseline(product)[0].name == "v1.0-qat"
     for family, names in (("v1.0", "demo, v1.0"), ("v2", "v2-large, v2-medium, v2-nano, v2-small")):
         item(family)
         with pytest.raises(ArchitectureError, match=f"{names} are all {family} architectures: name .* --random-arch"):
-            product_architecture(product)
+            product_baseline(product)
 
 
 def test_labels_outside_the_roi_and_single_class(results: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ def format_table(report: dict[str, Any]) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Probe a checkpoint or product on labelled pixels against random weights and the raw annual median."""
     from tessera.evaluate import EvalSettings, evaluate
-    from tessera.evaluate.run import product_source
     from tessera.train import find_tiles
 
     product = Path(args.product) if args.product else None
@@ -53,8 +52,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         knn_k=args.k,
         seed=args.seed,
         device=args.device,
-        # the v1.1 normalisation table of the tiles' source: a product's Item names it
-        source=args.source or (product_source(product) if product is not None else "planetary-computer"),
+        source=args.source,
     )
     report = evaluate(
         settings,

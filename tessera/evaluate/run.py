@@ -29,6 +29,7 @@ from tessera.evaluate.probes import PROBES, class_metrics, fit_predict, regressi
 from tessera.evaluate.report import write_report
 from tessera.evaluate.split import spatial_split
 from tessera.models.arch import ARCHITECTURES, Architecture, architecture
+from tessera.products import product_paths
 from tessera.tileio import read_tile
 from tessera.train.data import TileSource
 
@@ -67,8 +68,9 @@ class EvalSettings:
     """Seeds the sampling, the split and the random-weights model."""
     device: str = "cpu"
     """Where the models run."""
-    source: str = "planetary-computer"
-    """Data source of the tiles (v1.1 normalisation table)."""
+    source: str | None = None
+    """S2 source of the tiles, which picks v1.1's normalisation table. None: a product's (its STAC Item
+    names it), or planetary-computer with a checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def _feature_sets(
     """``{name: (description, features)}`` and the report's subject."""
     sets: dict[str, tuple[str, np.ndarray]] = {}
     if checkpoint is not None:
-        loaded = models.load(checkpoint, "cpu", source=s.source)
+        source = s.source or "planetary-computer"
+        loaded = models.load(checkpoint, "cpu", source=source)
         subject = f"checkpoint {checkpoint.name} ({loaded.family}, sha256 {str(loaded.checkpoint_sha256)[:12]})"
         feats = model_features(loaded, tiles, px.tile, px.pix, s.year, s.device)
         sets["model"] = (f"embeddings of {subject}", feats)
@@ -145,8 +148,8 @@ def _feature_sets(
         assert product is not None
         subject = f"product {product.name}"
         sets["model"] = (f"embeddings read from {product}", product_features(product, tiles, px.tile, px.pix))
-        base = architecture(arch) if arch is not None else product_architecture(product)
-    rnd = random_weights_model(base, s.seed, s.source)
+        base, source = product_baseline(product, arch, s.source)
+    rnd = random_weights_model(base, s.seed, source)
     sets["random weights"] = (
         f"{base.name} architecture with seeded random weights (seed {s.seed})",
         model_features(rnd, tiles, px.tile, px.pix, s.year, s.device),
@@ -156,29 +159,35 @@ def _feature_sets(
     return sets, subject
 
 
-def _product_item(product: Path) -> dict[str, Any]:
-    """The STAC Item written beside a product COG (``tessera_<year>.json``)."""
-    path = product.with_suffix(".json")
+def product_baseline(product: Path, arch: str | None = None, source: str | None = None) -> tuple[Architecture, str]:
+    """The random-weights baseline of a product: its architecture and S2 source.
+
+    What is not given comes from the product's STAC Item (``tessera_<year>.json`` beside the COG): the
+    architecture of its model family, when only one architecture is of that family, and its S2 source
+    (which picks v1.1's normalisation table).
+
+    Raises:
+        LabelError: The Item is needed but missing or unreadable, or names no S2 source.
+        ArchitectureError: ``arch`` is unknown, or several architectures share the product's family (v1.0
+            and demo; the v2 sizes): the message lists them, for ``--random-arch``.
+    """
+    if arch is not None and source is not None:
+        return architecture(arch), source
+    path = product_paths(product, int8=False)["item"]
     try:
-        item: dict[str, Any] = json.loads(path.read_text())
-        props: dict[str, Any] = item["properties"]
+        props: dict[str, Any] = json.loads(path.read_text())["properties"]
     except (OSError, ValueError, KeyError) as exc:
         raise LabelError(
             f"cannot read the STAC Item {path} of product {product.name} ({exc}); evaluate a product the workflow's "
-            "stitch step wrote, which writes the Item beside it"
+            "stitch step wrote, which writes the Item beside it, or pass --random-arch and --source"
         ) from exc
-    return props
-
-
-def product_architecture(product: Path) -> Architecture:
-    """The architecture of a product's random-weights baseline: the one of its model family, when only one is.
-
-    Raises:
-        LabelError: The product's STAC Item is missing or unreadable.
-        ArchitectureError: Several architectures share the product's family (v1.0 and demo; the v2 sizes):
-            the message lists them, for ``--random-arch``.
-    """
-    family = _product_item(product).get("tessera:model_family")
+    if source is None:
+        source = props.get("tessera:data_source", {}).get("s2")
+        if not isinstance(source, str):
+            raise LabelError(f"the STAC Item {path} names no tessera:data_source s2; pass --source")
+    if arch is not None:
+        return architecture(arch), source
+    family = props.get("tessera:model_family")
     candidates = sorted(name for name, a in ARCHITECTURES.items() if a.family == family)
     if len(candidates) != 1:
         raise ArchitectureError(
@@ -186,15 +195,7 @@ def product_architecture(product: Path) -> Architecture:
             + (f"{', '.join(candidates)} are all {family} architectures" if candidates else "no architecture is")
             + ": name the random-weights baseline's architecture with --random-arch"
         )
-    return architecture(candidates[0])
-
-
-def product_source(product: Path) -> str:
-    """The S2 data source a product was made from (picks the v1.1 normalisation table of its baseline)."""
-    source = _product_item(product).get("tessera:data_source", {}).get("s2")
-    if not isinstance(source, str):
-        raise LabelError(f"the STAC Item of {product.name} names no tessera:data_source s2; pass --source")
-    return source
+    return architecture(candidates[0]), source
 
 
 def _probe_all(
@@ -248,7 +249,7 @@ def evaluate(
         checkpoint: A checkpoint to embed the pixels with (exclusive with ``product``).
         product: A product COG to read the embeddings from.
         random_arch: Architecture of the random-weights baseline (default: the checkpoint's; with a product, the
-            one of its model family, `product_architecture`).
+            one of its model family, `product_baseline`).
 
     Returns:
         The report (as written to the JSON file).
