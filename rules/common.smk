@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 from tessera.layout import ORBITS, PRODUCTS
-from tessera.parsetime import default_config_or_exit, export_project_root, setup_or_exit, train_settings_or_exit
+from tessera.parsetime import default_config, export_project_root, or_exit, setup, train_settings
 from tessera.results import QA_FILE, VALID_COUNT_FILE
 
 if not config:
-    config.update(default_config_or_exit(Path(workflow.basedir)))
+    config.update(or_exit(default_config, Path(workflow.basedir)))
 
-S = setup_or_exit(config, check_checkpoint=workflow.is_main_process)
+S = or_exit(setup, config, check_checkpoint=workflow.is_main_process)
 CFG = S.cfg
 R = S.results
 YEARS = [str(y) for y in CFG.years]
@@ -105,7 +105,7 @@ def all_targets():
 
 def train_settings_file(basedir):
     """The training settings file (config/train.yaml, or TESSERA_TRAIN_CONFIG), checked now; [] for the defaults."""
-    return train_settings_or_exit(basedir, check=workflow.is_main_process)
+    return or_exit(train_settings, basedir, check=workflow.is_main_process)
 
 
 def report_skipped_scenes():

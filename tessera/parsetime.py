@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import rasterio.errors
 
@@ -34,15 +35,16 @@ from tessera.stages import STAGE_VERSIONS, settings_json
 __all__ = [
     "Setup",
     "default_config",
-    "default_config_or_exit",
     "export_project_root",
+    "or_exit",
     "setup",
-    "setup_or_exit",
     "train_settings",
-    "train_settings_or_exit",
 ]
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,26 +196,13 @@ def default_config(basedir: Path) -> dict[str, Any]:
     return load_config(path)
 
 
-def default_config_or_exit(basedir: Path) -> dict[str, Any]:
-    """`default_config`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
+def or_exit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` for the Snakefile: a named error becomes Snakemake's one-line ``WorkflowError``.
+
+    Example: ``S = or_exit(setup, config, check_checkpoint=workflow.is_main_process)``.
+    """
     try:
-        return default_config(basedir)
-    except TesseraError as exc:
-        raise _workflow_error(exc) from None
-
-
-def setup_or_exit(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:
-    """`setup`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
-    try:
-        return setup(config, check_checkpoint=check_checkpoint)
-    except TesseraError as exc:
-        raise _workflow_error(exc) from None
-
-
-def train_settings_or_exit(basedir: Path, *, check: bool = True) -> list[str]:
-    """`train_settings`, with a named error turned into Snakemake's one-line ``WorkflowError``."""
-    try:
-        return train_settings(basedir, check=check)
+        return fn(*args, **kwargs)
     except TesseraError as exc:
         raise _workflow_error(exc) from None
 
