@@ -57,12 +57,29 @@ _PROGRESS_SECONDS = 10.0
 _MASK_BLOCK = 512
 
 
+_SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+"""The files GDAL reads with a ``.shp``: geometry index, attributes, CRS and attribute encoding."""
+_RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".img", ".jp2"})
+_WORLD_FILES = (".tfw", ".tifw", ".wld")
+
+
 def roi_files(roi: str | Path) -> list[Path]:
-    """The ROI file and its sidecars (``.shp`` + ``.dbf`` + ``.prj`` ..., ``.tif.aux.xml``)."""
+    """The ROI file and the sidecars GDAL reads with it, and no other file.
+
+    A shapefile brings its ``.shx``, ``.dbf``, ``.prj`` and ``.cpg``; a raster its ``<name>.aux.xml``
+    (which can carry the CRS or nodata) and a world file; a GeoJSON or GeoPackage is one file. An
+    unrelated file beside it with the same stem (``roi.yaml``, ``roi.shp.bak``) is not part of the
+    ROI, so editing it leaves the plan key, and every job, alone.
+    """
     p = Path(roi)
-    stem = p.name.split(".")[0]
-    sidecars = [q for q in p.parent.glob(f"{stem}.*") if q.is_file()] if p.parent.is_dir() else []
-    return sorted(set(sidecars) | ({p} if p.is_file() else set()))
+    suffix = p.suffix.lower()
+    candidates = [p]
+    if suffix == ".shp":
+        candidates += [p.with_suffix(ext) for ext in _SHAPEFILE_SIDECARS]
+        candidates += [p.with_suffix(ext.upper()) for ext in _SHAPEFILE_SIDECARS]
+    elif suffix in _RASTER_SUFFIXES:
+        candidates += [p.with_name(p.name + ".aux.xml")] + [p.with_suffix(ext) for ext in _WORLD_FILES]
+    return sorted({q for q in candidates if q.is_file()})
 
 
 def plan_key(roi: str | Path, resolution: float, chunk_size_m: float) -> str:

@@ -66,6 +66,30 @@ def test_key_follows_content_and_settings_not_mtime(tmp_path: Path) -> None:
     assert plan_key(roi, 10, 1000) != key
 
 
+def test_key_reads_the_roi_and_its_sidecars_not_unrelated_files(tmp_path: Path) -> None:
+    """An unrelated file with the ROI's stem (notes, a backup) must not rerun the workflow; a sidecar
+    GDAL reads with the ROI (a shapefile's ``.dbf``, a raster's ``.aux.xml``) must."""
+    roi = _vector_roi(tmp_path)
+    key = plan_key(roi, 10, 1000)
+    (tmp_path / "roi.yaml").write_text("notes: about the region\n")
+    (tmp_path / "roi.geojson.bak").write_text("{}")
+    assert plan_key(roi, 10, 1000) == key
+
+    raster = _raster_roi(tmp_path)
+    rkey = plan_key(raster, 10, 1000)
+    (tmp_path / "roi.tif.aux.xml").write_text("<PAMDataset/>")
+    assert plan_key(raster, 10, 1000) != rkey
+
+    shp = tmp_path / "shape.shp"
+    for ext in ("shp", "shx", "dbf", "prj"):
+        (tmp_path / f"shape.{ext}").write_bytes(ext.encode())
+    skey = plan_key(shp, 10, 1000)
+    (tmp_path / "shape.qmd").write_text("QGIS metadata")
+    assert plan_key(shp, 10, 1000) == skey
+    (tmp_path / "shape.dbf").write_bytes(b"other attributes")
+    assert plan_key(shp, 10, 1000) != skey
+
+
 def test_windowed_raster_mask_equals_a_full_read(tmp_path: Path) -> None:
     roi = load_roi(_raster_roi(tmp_path), 10.0)
     chunks = plan_chunks(roi, 500)
