@@ -142,7 +142,9 @@ def run_search(
     items = select_items(found, orbit, span)
     if not items:
         log.warning("no %s items for chunk %s in %d: writing an empty collection", product, chunk.id, year)
-    meta = {"product": product, "chunk": chunk.id, "year": year, **params, "source": source.describe()}
+    # only what the search depends on (its rule's params): how bands are read is the read step's
+    # provenance, and a copy here would go stale when a read setting changes without a new search
+    meta = {"product": product, "chunk": chunk.id, "year": year, **params, "source": source.identity()}
     write_item_collection(items, out, meta)
     log.info("%s: %d items for chunk %s, %d -> %s", product, len(items), chunk.id, year, out)
     return len(items)

@@ -150,12 +150,14 @@ class DataSource:
         # GDAL_HTTP_HEADERS (GDAL >= 3.6) keeps the token in process memory; the reference wrote it to a file.
         return {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
 
+    def identity(self) -> dict[str, str]:
+        """Where the scenes come from: provider, API root and collection (what a search depends on)."""
+        return {"provider": self.provider, "url": self.url, "collection": self.collection}
+
     def describe(self) -> dict[str, Any]:
-        """JSON-serialisable provenance (no credentials)."""
+        """JSON-serialisable provenance of a read (no credentials): `identity` and how bands are read."""
         return {
-            "provider": self.provider,
-            "url": self.url,
-            "collection": self.collection,
+            **self.identity(),
             "assets": dict(self.assets),
             "harmonised": self.harmonised,
             "sign": self.sign,

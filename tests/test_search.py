@@ -164,6 +164,9 @@ def test_run_search_orbit_paging_unsigned(
     assert n == 4 and ids == [f["id"] for f in expected]
     assert len(state.bodies) == 2 and state.bodies[0]["query"] == {"sat:orbit_state": {"eq": "ascending"}}
     assert "FAKE-SAS" not in out.read_text() and "sig=" not in out.read_text()
+    # the search records only what it depends on; how bands are read is the read step's provenance
+    source = json.loads(out.read_text())["tessera:search"]["source"]
+    assert source == {"provider": "stac", "url": url, "collection": "sentinel-1-rtc"}
 
 
 def test_client_side_orbit_check_when_server_ignores_query(api: tuple[str, Api], tmp_path: Path) -> None:
