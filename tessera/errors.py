@@ -2,6 +2,10 @@
 
 Every error says what was wrong and how to fix it. The CLI (`tessera.cli`) catches
 `TesseraError` once, prints its message and exits with status 2; anything else is a bug.
+
+Each error also subclasses the matching builtin (a bad value is a `ValueError`, a missing product a
+`FileNotFoundError`, an unusable remote service a `RuntimeError`), so a caller that does not know
+tessera can catch it as the ordinary Python error it is.
 """
 
 from __future__ import annotations
@@ -35,19 +39,19 @@ class TesseraError(Exception):
     """Base class of every error the library raises on purpose."""
 
 
-class ConfigError(TesseraError):
+class ConfigError(TesseraError, ValueError):
     """The configuration is invalid (schema violation, unknown source, bad year...)."""
 
 
-class RoiError(TesseraError):
+class RoiError(TesseraError, ValueError):
     """The region of interest cannot be used (missing, unreadable, empty, too large)."""
 
 
-class GridMismatchError(TesseraError):
+class GridMismatchError(TesseraError, ValueError):
     """Two rasters that must share a grid do not."""
 
 
-class DataSourceError(TesseraError):
+class DataSourceError(TesseraError, RuntimeError):
     """A data source is misconfigured or returned something unusable."""
 
 
@@ -59,23 +63,19 @@ class TransportError(DataSourceError):
     """A network request failed after all retries."""
 
 
-class TileError(TesseraError):
+class TileError(TesseraError, ValueError):
     """A tile directory is missing a file or holds a file of the wrong shape or dtype."""
 
 
-class CheckpointError(TesseraError):
+class CheckpointError(TesseraError, ValueError):
     """A model checkpoint is missing, corrupt or of another architecture."""
 
 
-class ServerError(TesseraError):
+class ServerError(TesseraError, RuntimeError):
     """A local server used by the demo or the tests could not be started."""
 
 
-# The errors below also subclass the matching builtin, so callers that do not know tessera can catch
-# them as the ordinary Python error they are (``except FileNotFoundError``).
-
-
-class PeriodError(ConfigError, ValueError):
+class PeriodError(ConfigError):
     """``period`` is not a month-day (``MM-DD``) that exists in every year."""
 
 

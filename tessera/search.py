@@ -127,8 +127,9 @@ def run_search(
     span = window(year, period)
     params = search_parameters(source, chunk, year, orbit, period)
     log.info("searching %s %s for chunk %s, %d, bbox %s", source.url, source.collection, chunk.id, year, params["bbox"])
+    stac_io = stac_api_io(policy)  # outside the try: a bad transport setting is a ConfigError, not a failed search
     try:
-        client = Client.open(source.url, stac_io=stac_api_io(policy))  # type: ignore[arg-type]
+        client = Client.open(source.url, stac_io=stac_io)  # type: ignore[arg-type]
         found: list[pystac.Item] = []
         for page in client.search(**params).pages():
             found.extend(page.items)
