@@ -4,8 +4,8 @@ Each rule passes `settings_json` of its stage to its ``tessera`` subcommand as a
 and declares `STAGE_VERSIONS` of the stage as another, so Snakemake's own ``params`` rerun trigger
 reruns exactly the jobs whose output a change alters, and their descendants (whose inputs then
 change). Settings that do not change an output travel outside the params: ``model.batch_size``,
-``model.device`` and thread counts (the rules pass them as plain arguments), so changing them
-reruns nothing.
+``model.device`` and thread counts. The infer rule passes the first two as params computed from
+``resources`` (which Snakemake does not record as provenance), so changing them reruns nothing.
 
 A release that changes what a stage writes for the same inputs (a fix in the S2 mosaic, a new
 sampler) bumps that stage's number in `STAGE_VERSIONS` and says so in ``CHANGELOG.md``: finished
