@@ -13,7 +13,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from tessera.errors import ArchitectureError, LabelError
+from tessera.errors import ArchitectureError, ConfigError, LabelError
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
@@ -137,10 +137,37 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
             ]
             assert m["confusion"] == counts
     assert set(saved["regression"]["raw median"]) == {"linear", "knn"}
+    target = np.array([float(r["target"]) for r in rows])
+    for fname, fits in saved["regression"].items():
+        for probe, m in fits.items():
+            value = np.array([float(r[f"{fname.replace(' ', '_')}:{probe}:target"]) for r in rows])
+            residual = np.sum((target - value) ** 2)
+            assert m["r2"] == pytest.approx(1 - residual / np.sum((target - target.mean()) ** 2))
+            assert m["rmse"] == pytest.approx(np.sqrt(residual / len(target)))
     with rasterio.open(tmp_path / "probe_confusion.png") as png:
         assert png.count == 3 and png.width > 3 * 12 * 2
     markdown = (tmp_path / "probe.md").read_text()
     assert "| raw median | linear |" in markdown and "probe_confusion.png" in markdown
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("gap_px", -1, "--gap-px"),
+        ("block_px", 0, "--block-px"),
+        ("test_fraction", 0.0, "--test-fraction"),
+        ("test_fraction", 1.0, "--test-fraction"),
+        ("knn_k", 0, "--k"),
+        ("max_per_class", 0, "--max-per-class"),
+        ("target_band", 0, "--target-band"),
+    ],
+)
+def test_settings_that_cannot_split_or_probe_are_refused(field: str, value: float, flag: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field} \\({flag}\\) is {value!r}; it must be"):
+        EvalSettings(labels=Path("labels.tif"), year=2022, **{field: value})  # type: ignore[arg-type]
+    EvalSettings(labels=Path("labels.tif"), year=2022, gap_px=0)  # no gap is allowed
+    with pytest.raises(ValueError, match="gap >= 0"):
+        spatial_split(np.arange(3), np.arange(3), np.full(3, 32630), gap=-1)
 
 
 def test_product_embeddings_are_dequantised_at_the_pixels(results: Path, tmp_path: Path) -> None:

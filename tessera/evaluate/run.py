@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tessera import models
-from tessera.errors import ArchitectureError, LabelError
+from tessera.errors import ArchitectureError, ConfigError, LabelError
 from tessera.evaluate.features import model_features, product_features, random_weights_model, raw_median_features
 from tessera.evaluate.labels import NO_LABEL, ClassInfo, LabelLayer, read_class_info, read_labels
 from tessera.evaluate.probes import PROBES, class_metrics, fit_predict, regression_metrics
@@ -71,6 +71,20 @@ class EvalSettings:
     source: str | None = None
     """S2 source of the tiles, which picks v1.1's normalisation table. None: a product's (its STAC Item
     names it), or planetary-computer with a checkpoint."""
+
+    def __post_init__(self) -> None:
+        """Refuse values that would split, sample or probe nonsensically (`ConfigError` naming the flag)."""
+        checks = [
+            ("max_per_class", "--max-per-class", self.max_per_class >= 1, "at least 1"),
+            ("block_px", "--block-px", self.block_px >= 1, "at least 1 pixel"),
+            ("gap_px", "--gap-px", self.gap_px >= 0, "0 (no gap) or more pixels"),
+            ("test_fraction", "--test-fraction", 0.0 < self.test_fraction < 1.0, "strictly between 0 and 1"),
+            ("knn_k", "--k", self.knn_k >= 1, "at least 1"),
+            ("target_band", "--target-band", self.target_band is None or self.target_band >= 1, "1 or more"),
+        ]
+        for name, flag, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"evaluation setting {name} ({flag}) is {getattr(self, name)!r}; it must be {want}")
 
 
 @dataclass(frozen=True)

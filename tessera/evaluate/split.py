@@ -59,7 +59,15 @@ def spatial_split(
         gap: Pixels closer than this (plus one) to the other side are dropped.
         test_fraction: Share of blocks on the test side.
         seed: Seeds the block assignment.
+
+    Raises:
+        ValueError: ``block`` < 1, ``gap`` < 0 or ``test_fraction`` not strictly between 0 and 1.
     """
+    if block < 1 or gap < 0 or not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            f"spatial_split needs block >= 1, gap >= 0 and 0 < test_fraction < 1, not block={block}, gap={gap}, "
+            f"test_fraction={test_fraction}"
+        )
     col, row, epsg = (np.asarray(a, np.int64) for a in (col, row, epsg))
     own = _is_test(col // block, row // block, epsg, seed, test_fraction)
     mixed = np.zeros(len(col), bool)
