@@ -22,6 +22,7 @@ from tessera.models import v2
 from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import _SLOT_SALT, combine, mix32
 from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_rate, load_train_config, train
+from tessera.train.config import train_schema
 from tessera.train.data import PixelStream, scan
 from tessera.train.views import draw, to_tensors, view_seeds
 from tests.traindata import tiny_config, write_results
@@ -336,6 +337,28 @@ def test_config_file_documents_the_defaults() -> None:
     assert load_train_config(root / "config" / "train.yaml") == TrainConfig()
     demo = load_train_config(root / "tessera" / "testing" / "data" / "demo_train.yaml")
     assert demo.arch == "demo" and demo.threads == 1 and demo.max_seconds is not None and demo.max_seconds <= 120
+
+
+def test_the_schema_describes_every_setting_with_its_default() -> None:
+    props = train_schema()["properties"]
+    defaults = TrainConfig().to_dict()
+    assert list(props) == list(defaults)
+    assert {k: v["default"] for k, v in props.items()} == defaults
+    assert all(v.get("description") for v in props.values())
+    assert props["arch"]["enum"] == list(ARCHITECTURES)
+
+
+def test_a_bad_settings_file_names_each_bad_key(tmp_path: Path) -> None:
+    settings = tmp_path / "train.yaml"
+    settings.write_text("steps: '10'\nlearning_rate: 1e-3\nprecision: fp16\nwarmup_ratio: 2\n")
+    with pytest.raises(TrainingError) as err:
+        load_train_config(settings)
+    message = str(err.value)
+    assert "steps: '10' is not of type 'integer' (write it as a plain number, e.g. 10 (" in message
+    assert "learning_rate: '1e-3' is not of type 'number' (write it as a plain number, e.g. 0.001" in message
+    assert "precision: 'fp16' is not one of ['bf16', 'fp32'] (use one of the listed values)" in message
+    assert "warmup_ratio: 2 is greater than the maximum of 1 (set it to at most 1)" in message
+    assert isinstance(err.value, ValueError) and "\n" not in message
 
 
 @pytest.mark.gpu

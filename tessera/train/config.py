@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import yaml
 
 from tessera.errors import TrainingError
 
-__all__ = ["RUN_ONLY", "TrainConfig", "load_train_config"]
+__all__ = ["RUN_ONLY", "TrainConfig", "load_train_config", "train_schema", "validate_train_settings"]
+
+_SCHEMA = "schemas/train.schema.yaml"
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,8 @@ class TrainConfig:
                 f"unknown training setting(s) {', '.join(unknown)}; remove them or use one of "
                 f"{', '.join(sorted(known))}"
             )
-        try:
-            return cls(**dict(values))
-        except TypeError as exc:
-            raise TrainingError(f"training settings: {exc}; fix the value's type") from exc
+        validate_train_settings(values)
+        return cls(**dict(values))
 
     def with_overrides(self, **values: Any) -> TrainConfig:
         """A copy with the non-None ``values`` replaced (CLI flags over the file)."""
@@ -131,6 +132,52 @@ class TrainConfig:
     def result_settings(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it resumes (all but `RUN_ONLY`)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+
+
+def train_schema() -> dict[str, Any]:
+    """The training settings' JSON Schema (``tessera/schemas/train.schema.yaml``)."""
+    loaded: dict[str, Any] = yaml.safe_load(resources.files("tessera").joinpath(_SCHEMA).read_text())
+    return loaded
+
+
+def _train_hint(err: Any) -> str:
+    if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
+        # YAML 1.1 reads 1e-3 (no dot) as text, and quotes make any number text
+        number = float(err.instance)
+        plain = int(number) if "integer" in err.validator_value and number.is_integer() else number
+        return f"write it as a plain number, e.g. {plain!r} (YAML reads 1e-3 without a dot as text)"
+    return {
+        "type": f"set it to a value of type {err.validator_value}",
+        "enum": "use one of the listed values",
+        "minimum": f"set it to at least {err.validator_value}",
+        "maximum": f"set it to at most {err.validator_value}",
+        "exclusiveMinimum": f"set it to more than {err.validator_value}",
+    }.get(str(err.validator), "fix it")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_train_settings(values: Mapping[str, Any]) -> None:
+    """Check training settings against `train_schema`, reporting every violation at once.
+
+    Raises:
+        TrainingError: A key is unknown, or a value has the wrong type or range.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(train_schema())
+    errors = sorted(validator.iter_errors(dict(values)), key=lambda e: list(e.absolute_path))
+    if errors:
+        parts = [
+            f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message} ({_train_hint(e)})" for e in errors
+        ]
+        raise TrainingError("invalid training settings: " + "; ".join(parts) + "; see config/train.yaml")
 
 
 #: Settings that do not change what is learned, so a resume may change them.
