@@ -215,6 +215,21 @@ def test_same_seed_same_bytes_and_resume_gives_the_same_bytes(results: Path, tra
     assert hashlib.sha256(other.encoder.read_bytes()).hexdigest() != digest["encoder.pt"]
 
 
+def test_a_cpu_run_on_a_gpu_machine_writes_the_bytes_of_a_cpu_only_machine(
+    results: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA visible but training on the CPU: no CUDA generator state is read or saved."""
+
+    def no_cuda_state() -> list[torch.Tensor]:
+        raise AssertionError("a CPU run read the CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", no_cuda_state)
+    train(tiny_config(device="cpu"), find_tiles([results], [2022]), tmp_path, resume=False)
+    for name in ("encoder.pt", "checkpoint.pt"):
+        assert (tmp_path / name).read_bytes() == (trained / name).read_bytes()
+
+
 def test_a_checkpoint_of_another_run_stops_plain_train_and_is_set_aside_with_restart_if_changed(
     results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

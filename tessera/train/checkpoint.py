@@ -84,7 +84,9 @@ def save_full(
     state = _cpu(encoder.state_dict())
     state.update({_PROJECTOR + k: v for k, v in _cpu(projector.state_dict()).items()})
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    # only a run on the GPU has CUDA generators to resume; a CPU run on a GPU machine must neither start
+    # CUDA to read them nor write other bytes than the same run on a machine without one
+    if any(p.is_cuda for p in encoder.parameters()):
         rng["cuda"] = torch.cuda.get_rng_state_all()
     payload = {
         "model_state_dict": state,
