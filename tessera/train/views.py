@@ -9,8 +9,10 @@ replacement when the pixel has enough valid observations, sorted in time order) 
 `tessera.sampling.combine` is, for a fixed running hash, a bijection of the 32-bit value hashed in
 (an xor followed by the invertible ``mix32``), and so is every later step of the draw in the seed.
 Hence the two views of a pixel get different seeds, and from there a different random number for
-every slot and every observation key: they never share draws, by construction rather than by
-chance. The epoch is hashed in too, so a pixel seen again in a later epoch gets fresh views.
+every slot and every observation key: they never share random numbers, by construction rather than
+by chance. (The drawn observations can still coincide: a pixel with exactly ``sample_size`` valid
+observations of a modality gets all of them, in time order, in both views.) The epoch is hashed in
+too, so a pixel seen again in a later epoch gets fresh views.
 """
 
 from __future__ import annotations
