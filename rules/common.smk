@@ -113,10 +113,9 @@ def report_skipped_scenes():
     from tessera.qa import load_stack_qa, skipped_scenes
 
     for year in YEARS:
-        stack = Path(R.stack_root(year))
-        if not all((stack / cid / p / QA_FILE).exists() for cid in CHUNKS for p in PRODUCTS):
+        if not all(Path(R.stack_file(year, cid, p, QA_FILE)).exists() for cid in CHUNKS for p in PRODUCTS):
             continue
-        rows = skipped_scenes(load_stack_qa(stack, CHUNKS))
+        rows = skipped_scenes(load_stack_qa(Path(R.stack_root(year)), CHUNKS))
         if rows:
             qa_md = R.product(year, "_qa.md")
             print(f"tessera: {year}: {len(rows)} scene(s) skipped (details in {qa_md}):", file=sys.stderr)

@@ -37,8 +37,9 @@ __all__ = ["INT8_NODATA", "TilePlacement", "band_descriptions", "require_cog_dri
 logger = logging.getLogger(__name__)
 
 #: Nodata code of int8 products. Neither reference rule produces it for a real pixel: with
-#: ``scale = max|x| / 127`` (v1) or ``max|x| / 127`` (v2) every ``|x / scale| <= 127`` (the v1 floor
-#: ``1e-8`` only makes the quotient smaller). A real -128, should one ever arrive, is stored as -127.
+#: ``scale = max(max|x| / 127, 1e-8)`` (v1) or ``max(max|x|, 1e-12) / 127`` (v2, which also clips
+#: to -127) every ``|x / scale| <= 127`` (the floors only make the quotient smaller)
+#: (`tessera.quantize`). A real -128, should one ever arrive, is stored as -127.
 INT8_NODATA = -128
 _PROGRESS_SECONDS = 10.0
 
@@ -104,8 +105,8 @@ def _open_tile(path: Path, label: str, shape: tuple[int, ...], dtype: np.dtype) 
 def _fill(
     win: Window, tiles: Sequence[TilePlacement], dims: int, int8: bool, inside: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``inside`` is the window's ROI mask."""
-    """The window's ``(D, h, w)`` values (and int8 scales), nodata where no tile or outside the ROI."""
+    """The window's ``(D, h, w)`` values (and int8 scales), nodata where no tile or outside the ROI
+    (``inside``: the window's ROI mask)."""
     h, w, r0, c0 = int(win.height), int(win.width), int(win.row_off), int(win.col_off)
     if int8:
         values = np.full((dims, h, w), INT8_NODATA, np.int8)
