@@ -3,6 +3,9 @@
 # Installs tessera-pipeline itself from the checkout the workflow runs from: the Snakefile exports
 # TESSERA_PROJECT_ROOT when it parses (Snakemake runs this script from a copy, so the script's own
 # location says nothing about the checkout). Dependencies are already pinned in tessera.yaml.
+# Editable: Snakemake rebuilds the environment only when tessera.yaml changes, so a copy of the
+# package would stay at the version of the first run and every job after a `git pull` would run old
+# code under the new Snakefile; an editable install always runs the checkout's code.
 set -euo pipefail
 root=${TESSERA_PROJECT_ROOT:?the Snakefile sets TESSERA_PROJECT_ROOT; run this through snakemake --sdm conda}
-python -m pip install --no-deps --quiet "$root"
+python -m pip install --no-deps --quiet --editable "$root"

@@ -44,7 +44,7 @@ def test_every_runtime_dependency_is_pinned_to_the_tested_version() -> None:
         assert installed == version, f"{name}: pinned {version}, tests run {installed}"
 
 
-def test_post_deploy_installs_the_checkout_without_dependencies(tmp_path: Path) -> None:
+def test_post_deploy_installs_the_checkout_editable_without_dependencies(tmp_path: Path) -> None:
     """The script as Snakemake runs it (a copy, another working directory), with ``python`` recorded."""
     shim = tmp_path / "bin" / "python"
     shim.parent.mkdir()
@@ -54,7 +54,7 @@ def test_post_deploy_installs_the_checkout_without_dependencies(tmp_path: Path) 
     script.write_text((ROOT / "envs" / "tessera.post-deploy.sh").read_text())
     env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "TESSERA_PROJECT_ROOT": str(ROOT)}
     subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=True)
-    assert (tmp_path / "called").read_text().split() == ["-m", "pip", "install", "--no-deps", "--quiet", str(ROOT)]
+    assert (tmp_path / "called").read_text().split() == ["-m", "pip", "install", "--no-deps", "--quiet", "--editable", str(ROOT)]
     unset = {k: v for k, v in env.items() if k != "TESSERA_PROJECT_ROOT"}
     res = subprocess.run(["bash", str(script)], cwd=tmp_path, env=unset, capture_output=True, text=True)
     assert res.returncode != 0 and "TESSERA_PROJECT_ROOT" in res.stderr
