@@ -17,7 +17,7 @@ from tessera.errors import ArchitectureError, ConfigError, LabelError
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
-from tessera.evaluate.run import product_baseline
+from tessera.evaluate.run import _Pixels, _sample, product_baseline
 from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
@@ -168,6 +168,34 @@ def test_settings_that_cannot_split_or_probe_are_refused(field: str, value: floa
     EvalSettings(labels=Path("labels.tif"), year=2022, gap_px=0)  # no gap is allowed
     with pytest.raises(ValueError, match="gap >= 0"):
         spatial_split(np.arange(3), np.arange(3), np.full(3, 32630), gap=-1)
+
+
+def test_the_sample_of_labelled_pixels_does_not_depend_on_tiling_or_order() -> None:
+    """Which pixels a class keeps follows from their global positions and the seed alone."""
+    rng = np.random.default_rng(3)
+    n = 600
+    col, row = rng.permutation(10_000)[:n].astype(np.int64), rng.integers(0, 50, n).astype(np.int64)
+
+    def pixels(order: np.ndarray, tiles: int) -> _Pixels:
+        return _Pixels(
+            tile=np.arange(n)[order] % tiles,
+            pix=np.arange(n)[order],
+            col=col[order],
+            row=row[order],
+            epsg=np.full(n, 32630, np.int64),
+            label=(col[order] % 3) + 1,
+            target=np.full(n, np.nan),
+        )
+
+    def chosen(px: _Pixels) -> set[tuple[int, int]]:
+        return set(zip(px.col.tolist(), px.row.tolist(), strict=True))
+
+    base = _sample(pixels(np.arange(n), 1), 50, 0, Path("labels.tif"))
+    assert len(base.label) == 150 and sorted(np.unique(base.label, return_counts=True)[1]) == [50, 50, 50]
+    shuffled = _sample(pixels(rng.permutation(n), 7), 50, 0, Path("labels.tif"))
+    assert chosen(shuffled) == chosen(base)
+    assert np.array_equal(shuffled.col, base.col) and np.array_equal(shuffled.row, base.row)  # same order too
+    assert chosen(_sample(pixels(np.arange(n), 1), 50, 1, Path("labels.tif"))) != chosen(base)
 
 
 def test_product_embeddings_are_dequantised_at_the_pixels(results: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tessera import models
 from tessera.errors import ArchitectureError, ConfigError, LabelError
@@ -30,12 +31,15 @@ from tessera.evaluate.report import write_report
 from tessera.evaluate.split import spatial_split
 from tessera.models.arch import ARCHITECTURES, Architecture, architecture
 from tessera.products import product_paths
+from tessera.sampling import combine, mix32
 from tessera.tileio import read_tile
 from tessera.train.data import TileSource
 
 __all__ = ["EvalSettings", "evaluate"]
 
 logger = logging.getLogger(__name__)
+
+_SAMPLE_SALT = 0x5A3E
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,19 @@ def _sample(px: _Pixels, per_class: int, seed: int, labels: Path) -> _Pixels:
             f"labels {labels} have a single class ({int(codes[0])}) on the tiles' pixels; a probe needs at least "
             "two classes: use a label file with two or more classes over the ROI"
         )
-    rng = np.random.default_rng([seed, 0x1AB])
-    keep = np.concatenate([np.sort(rng.permutation(np.flatnonzero(px.label == c))[:per_class]) for c in codes])
-    return px.take(np.sort(keep))
+    # each pixel's draw priority is a hash of its global grid position and the seed, so the sample does
+    # not depend on how the labelled area was tiled or in which order the tiles were found
+    h = mix32(torch.full((len(px.label),), _SAMPLE_SALT, dtype=torch.int64))
+    for value in (torch.from_numpy(px.col), torch.from_numpy(px.row), torch.from_numpy(px.epsg), seed):
+        h = combine(h, value)
+    priority = h.numpy()
+    keep = []
+    for c in codes:
+        members = np.flatnonzero(px.label == c)
+        order = np.lexsort((px.col[members], px.row[members], priority[members]))
+        keep.append(members[order[:per_class]])
+    chosen = np.concatenate(keep)
+    return px.take(chosen[np.lexsort((px.col[chosen], px.row[chosen], px.epsg[chosen]))])
 
 
 def _feature_sets(
