@@ -336,13 +336,24 @@ def test_machine_settings_rerun_nothing(base_run: Path, demo_servers_session: De
 
 
 _AFTER_INFER = {"infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
+_AFTER_SEARCH = {"read_s2": 3, "read_s1": 6, "export_tiles": 3, **_AFTER_INFER}
 _BUMPED = {
+    # the plan's version is part of its key: a new plan directory, and every job reads from it
+    "plan": {"plan": 1, "plan_tiles": 1, "search": 9, **_AFTER_SEARCH},
+    "search": {"search": 9, **_AFTER_SEARCH},  # 3 chunks x (S2, S1 ascending, S1 descending)
+    "read_s2": {"read_s2": 3, "export_tiles": 3, **_AFTER_INFER},
     "read_s1": {"read_s1": 6, "export_tiles": 3, **_AFTER_INFER},
+    "tiles": {"export_tiles": 3, "all": 1},  # nothing in `all` reads the exported tiles
     "infer": _AFTER_INFER,
     "stitch": {"stitch": 1, "all": 1},  # the QA report reads the tiles and stacks, not the COG
-    # the plan's version is part of its key: a new plan directory, and every job reads from it
-    "plan": {"plan": 1, "plan_tiles": 1, "search": 9, "read_s2": 3, "read_s1": 6, "export_tiles": 3, **_AFTER_INFER},
+    "qa": {"qa_report": 1, "all": 1},
+    # not part of `all`: bumped after a `snakemake geotessera`, that target reruns the export only
+    "export_geotessera": {"export_geotessera": 1, "geotessera": 1},
 }
+
+
+def test_every_stage_version_has_a_bump_test() -> None:
+    assert set(_BUMPED) == set(STAGE_VERSIONS)
 
 
 @pytest.mark.parametrize("stage", list(_BUMPED))
@@ -360,9 +371,15 @@ def test_a_stage_version_bump_reruns_that_stage_and_its_descendants(
     old, new = f'"{stage}": {STAGE_VERSIONS[stage]},', f'"{stage}": {STAGE_VERSIONS[stage] + 1},'
     assert old in text
     stages.write_text(text.replace(old, new))
-    cfg = write_config(base_run, demo_servers_session, name="config-same.yaml", keep_tiles=True)
+    run, targets = base_run, []
+    if stage == "export_geotessera":
+        run, targets = copy_run(base_run, tmp_path / "run"), ["geotessera"]
+        # a flag before the target: the helper's command line ends in --resources, which takes several values
+        run_snakemake(write_config(run, demo_servers_session, keep_tiles=True), "-p", "geotessera")
+    cfg = write_config(run, demo_servers_session, name="config-same.yaml", keep_tiles=True)
     try:
-        res = run_snakemake(cfg, "-n", snakefile=release / "Snakefile")
+        assert job_counts(run_snakemake(cfg, "-n", *targets).stdout) == {}  # up to date before the bump
+        res = run_snakemake(cfg, "-n", *targets, snakefile=release / "Snakefile")
     finally:
         cfg.unlink()
     assert job_counts(res.stdout) == _BUMPED[stage]
