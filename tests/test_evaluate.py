@@ -110,6 +110,7 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
     )
     report = evaluate(settings, find_tiles([results], [2022]), tmp_path / "probe", checkpoint=checkpoint)
     assert list(report["features"]) == ["model", "random weights", "raw median"]
+    assert report["subject"].startswith("checkpoint encoder.pt (demo architecture, v1.0 family, sha256 ")
     saved = json.loads((tmp_path / "probe.json").read_text())
     assert saved == json.loads(json.dumps(report))
     with (tmp_path / "probe_predictions.csv").open() as fh:

@@ -168,7 +168,9 @@ def _feature_sets(
     if checkpoint is not None:
         source = s.source or "planetary-computer"
         loaded = models.load(checkpoint, "cpu", source=source)
-        subject = f"checkpoint {checkpoint.name} ({loaded.family}, sha256 {str(loaded.checkpoint_sha256)[:12]})"
+        name = (loaded.architecture or {}).get("name")  # a trained checkpoint names its architecture
+        kind = f"{name} architecture, {loaded.family} family" if name and name != loaded.family else loaded.family
+        subject = f"checkpoint {checkpoint.name} ({kind}, sha256 {str(loaded.checkpoint_sha256)[:12]})"
         feats = model_features(loaded, tiles, px.tile, px.pix, s.year, s.device)
         sets["model"] = (f"embeddings of {subject}", feats)
         base = Architecture.from_dict(loaded.architecture or {}) if arch is None else architecture(arch)
