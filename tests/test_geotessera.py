@@ -10,8 +10,12 @@ test checks. Pixels without an embedding read as 0 (code 0, scale 0), the refere
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -23,10 +27,12 @@ import pandas as pd
 import pytest
 import rasterio
 import rasterio.warp
+from affine import Affine
 
 from tessera.errors import ExportConflictError, ProductsMissingError, UnsupportedProductError
+from tessera.export import geotessera as export_module
 from tessera.export.cells import Cell, cell_of, cells_touching, tile_grid
-from tessera.export.geotessera import EMBEDDINGS_DIR, LANDMASKS_DIR, METADATA_FILE, export_geotessera
+from tessera.export.geotessera import EMBEDDINGS_DIR, LANDMASKS_DIR, METADATA_FILE, REGISTRY, export_geotessera
 from tessera.grid import load_roi
 from tests.offline import block_network, child_env
 from tests.productgen import RES, SyntheticProduct, write_product
@@ -275,6 +281,152 @@ def test_export_directory_conflicts(tmp_path: Path) -> None:
     with pytest.raises(ExportConflictError, match="not a tessera-pipeline geotessera export"):
         export_geotessera(roi, product.cog, YEAR, notes)
     assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+
+    # the export replaces its directory as a whole: a user's file in a previous export stops it
+    (out / LANDMASKS_DIR / "my_notes.txt").write_text("mine")
+    with pytest.raises(
+        ExportConflictError, match=f"1 file\\(s\\) that no export writes \\(e.g. {LANDMASKS_DIR}/my_notes.txt"
+    ):
+        export_geotessera(roi, product.cog, YEAR, out)
+    assert (out / LANDMASKS_DIR / "my_notes.txt").read_text() == "mine"
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))} == first
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    with pytest.raises(ExportConflictError, match="is a file, not a directory"):
+        export_geotessera(roi, product.cog, YEAR, a_file)
+    assert a_file.read_text() == "mine"
+
+
+def _export_state(out: Path) -> tuple[dict[str, bytes], pd.DataFrame, pd.DataFrame]:
+    """The bytes of every file by relative path, but the registries' rows without ``mtime`` (the write time)."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    registries = [files.pop(REGISTRY), files.pop("landmasks.parquet")]
+    assert not [name for name in files if name.endswith(".parquet") or ".tmp-" in name]
+    registry, landmasks = (pd.read_parquet(out / name) for name in (REGISTRY, "landmasks.parquet"))
+    assert all(registries) and registry["mtime"].notna().all()
+    return files, registry.drop(columns=["mtime"]), landmasks
+
+
+def _assert_same_export(out: Path, ref: Path) -> None:
+    """``out`` holds the same files as ``ref``, byte for byte, and the same registry rows."""
+    files, registry, landmasks = _export_state(out)
+    ref_files, ref_registry, ref_landmasks = _export_state(ref)
+    assert sorted(files) == sorted(ref_files)
+    assert files == ref_files  # tiles, scales, SHA256 files, landmasks and metadata
+    pd.testing.assert_frame_equal(registry, ref_registry)
+    pd.testing.assert_frame_equal(landmasks, ref_landmasks)
+
+
+def _siblings(out: Path) -> list[str]:
+    """Names in the directory that holds ``out``."""
+    return sorted(p.name for p in out.parent.iterdir())
+
+
+def test_interrupted_export_is_rerun_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed after writing its tiles, or failing before its registry, leaves nothing at ``out`` that
+    looks like an export; the same command then writes exactly what an uninterrupted run writes."""
+    product = write_product(tmp_path)
+    roi = load_roi(product.roi, RES)
+    ref = tmp_path / "ref" / "export"
+    export_geotessera(roi, product.cog, YEAR, ref)
+    out = tmp_path / "run" / "export"
+
+    # 1. the process is killed (SIGKILL: no cleanup runs) once every tile is written, before the registries
+    kill = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "import tessera.export.geotessera as g\n"
+        "from tessera.grid import load_roi\n"
+        "g._write_geoparquet = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "roi, cog, out = sys.argv[1:4]\n"
+        f"g.export_geotessera(load_roi(roi, {RES}), Path(cog), {YEAR}, Path(out))\n"
+    )
+    argv = [sys.executable, "-c", kill, str(product.roi), str(product.cog), str(out)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr
+    assert not out.exists()  # nothing where the export goes...
+    (stale,) = (out.parent / name for name in _siblings(out))
+    assert stale.name.startswith(".tmp-export.new.")  # ...its tiles are in the killed run's staging directory
+    assert len(list(stale.rglob("*.npy"))) == 2 * len(NAMES) and not (stale / REGISTRY).exists()
+    # staging directories of runs that may still go on are left alone
+    alive = out.parent / f".tmp-export.new.{export_module._HOST}.{os.getppid()}.0123abcd"
+    elsewhere = out.parent / ".tmp-export.new.another-host.12345.0123abcd"
+    for d in (alive, elsewhere):
+        d.mkdir()
+
+    summary = export_geotessera(roi, product.cog, YEAR, out)  # the same command again
+    assert list(summary.tiles) == NAMES
+    assert _siblings(out) == sorted(["export", alive.name, elsewhere.name])  # the killed run's staging is gone
+    _assert_same_export(out, ref)
+
+    # 2. a re-export fails (here: its registry cannot be written) after writing everything else
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    write_geoparquet = export_module._write_geoparquet
+
+    def no_registry(path: Path, records: list[dict[str, object]], order: list[str]) -> None:
+        if path.name == REGISTRY:
+            assert (path.parent / METADATA_FILE).is_file() and len(list(path.parent.rglob("*.npy"))) == 8
+            raise OSError(28, "No space left on device")
+        write_geoparquet(path, records, order)
+
+    monkeypatch.setattr(export_module, "_write_geoparquet", no_registry)
+    with pytest.raises(OSError, match="No space left"):
+        export_geotessera(roi, product.cog, YEAR, out)
+    # the previous export is untouched, byte for byte, and the failed run's staging is gone
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert _siblings(out) == sorted(["export", alive.name, elsewhere.name])
+    monkeypatch.undo()
+    export_geotessera(roi, product.cog, YEAR, out)
+    _assert_same_export(out, ref)
+    assert _siblings(out) == sorted(["export", alive.name, elsewhere.name])
+
+
+def _moved_product(product: SyntheticProduct, root: Path, crs: str, transform: Affine) -> SyntheticProduct:
+    """A copy of ``product`` and its ROI, pixel for pixel, with another CRS and transform."""
+    cog = root / "results" / str(YEAR) / "products" / product.cog.name
+    cog.parent.mkdir(parents=True)
+    scales = product.cog.with_name(f"tessera_{YEAR}_scales.tif")
+    pairs = [(product.roi, root / "roi.tif"), (product.cog, cog)]
+    pairs += [(scales, cog.with_name(scales.name))] if scales.exists() else []
+    for src_path, dst_path in pairs:
+        with rasterio.open(src_path) as src:
+            profile = {**src.profile, "crs": crs, "transform": transform}
+            with rasterio.open(dst_path, "w", **profile) as dst:
+                dst.write(src.read())
+                dst.update_tags(**src.tags())
+    return dataclasses.replace(product, roi=root / "roi.tif", cog=cog)
+
+
+def test_product_grid_must_be_projected_in_metres(
+    tmp_path: Path, offline: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Products on a geographic CRS or off their pixel lattice are refused; any projected grid in metres
+    (what the pipeline makes from a projected ROI) exports, and geotessera reads it back exactly."""
+    product = write_product(tmp_path / "utm")
+    roi = load_roi(product.roi, RES)
+    degrees = _moved_product(product, tmp_path / "degrees", "EPSG:4326", Affine(0.001, 0, 0.0, 0, -0.001, 52.21))
+    with pytest.raises(UnsupportedProductError, match=r"EPSG:4326 \(geographic, in degrees\)") as err:
+        export_geotessera(roi, degrees.cog, YEAR, tmp_path / "x")
+    message = str(err.value)
+    assert "projected CRS in metres" in message and "UTM at 10 m" in message and "resolution" in message
+    assert "snakemake --configfile <config>" in message
+    shifted = Affine(RES, 0, 293_050.0, 0, -RES, 5_788_000.0)
+    off_lattice = _moved_product(product, tmp_path / "shifted", "EPSG:32631", shifted)
+    with pytest.raises(UnsupportedProductError, match="not aligned to multiples of 100"):
+        export_geotessera(roi, off_lattice.cog, YEAR, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+    # British National Grid, 100 m: not UTM and not 10 m, yet a product this pipeline makes from a BNG ROI
+    bng = _moved_product(product, tmp_path / "bng", "EPSG:27700", Affine(RES, 0, 534_700.0, 0, -RES, 258_000.0))
+    out = tmp_path / "bng-export"
+    with caplog.at_level(logging.WARNING, logger="tessera.export.geotessera"):
+        summary = export_geotessera(load_roi(bng.roi, RES), bng.cog, YEAR, out)
+    assert "published tiles are UTM at 10 m" in caplog.text
+    assert summary.tiles
+    with rasterio.open(out / LANDMASKS_DIR / f"{summary.tiles[0]}.tiff") as src:
+        assert src.crs.to_epsg() == 27700 and src.res == (RES, RES)
+    _check_round_trip(bng, out, tmp_path)
+    assert offline == []
 
 
 @pytest.mark.server

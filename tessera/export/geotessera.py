@@ -26,19 +26,35 @@ the landmask as their ROI. Pixels outside the ROI, and ROI pixels without an emb
 scales are copied unchanged; a float32 product is quantised with its family's rule
 (`tessera.quantize`). Every tile is a window of the product grid (`tessera.export.cells`), so
 nothing is resampled: a point has the same embedding in the export as in the product.
+
+Writing: the export is built in a staging directory next to ``<out>``
+(``.tmp-<name>.new.<host>.<pid>.<token>``, same filesystem) and renamed onto ``<out>`` when complete;
+a previous export there is first renamed aside (``.tmp-<name>.old.*``) and deleted after the swap.
+So ``<out>`` is only ever absent, the previous complete export or the new complete export, and an
+interrupted run is rerun with the same command. Staging directories left by a killed run (its
+process is gone on this host) are deleted by the next run; one of a run that may still be going
+(a live process, or another host) is left alone and logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import os
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 import tessera
@@ -70,7 +86,11 @@ LANDMASKS_REGISTRY = "landmasks.parquet"
 METADATA_FILE = "tessera_metadata.json"
 #: geotessera's point sampling and info assume 128 bands.
 GEOTESSERA_DIMS = 128
+#: The pixel size (metres) of the published geotessera tiles, which are in the UTM zone of each tile.
+PUBLISHED_RESOLUTION = 10.0
 _GENERATOR = "tessera-pipeline"
+#: This machine, as it appears in the names of staging directories (`_staging_name`).
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 
 @dataclass(frozen=True)
@@ -100,11 +120,56 @@ class _Product:
         return "v2" if self.tags.get("TESSERA_MODEL_FAMILY", "").startswith("v2") else "v1"
 
 
+#: How a product geotessera tiles can be cut from is made; the end of every `_product_grid` message.
+_MAKE_PRODUCT = (
+    "make the product with this pipeline (`snakemake --configfile <config>`), which writes it on the ROI's "
+    "projected CRS, or the UTM zone of a geographic ROI, at `resolution` metres (default 10, as the published tiles)"
+)
+
+
+def _product_grid(cog: Path, crs: CRS | None, transform: Affine, width: int, height: int) -> Grid:
+    """The product's grid, if geotessera tiles can be cut from it; `UnsupportedProductError` if not.
+
+    A tile is the envelope of a 0.1-degree cell on the product's pixel lattice, written with the
+    product's CRS as an EPSG code into the landmask that geotessera reads: the product must be on a
+    north-up grid of square pixels aligned to its resolution, in a projected CRS in metres that has
+    an EPSG code. Every product of this pipeline is (`tessera.grid`: the ROI's projected CRS in
+    metres, or the UTM zone of a geographic ROI, at any ``resolution``).
+    """
+    if crs is None:
+        raise UnsupportedProductError(
+            f"{cog} has no CRS; geotessera tiles are cut from a grid in a projected CRS in metres "
+            f"(the published tiles: UTM at {PUBLISHED_RESOLUTION:g} m): {_MAKE_PRODUCT}"
+        )
+    units = (crs.linear_units or "").lower()
+    if crs.is_geographic or units not in ("metre", "meter", "m"):
+        found = "geographic, in degrees" if crs.is_geographic else f"in {crs.linear_units or 'unknown units'}"
+        raise UnsupportedProductError(
+            f"{cog} is in {crs.to_string()} ({found}) with pixels of {abs(transform.a):g} of those units; "
+            f"geotessera tiles are cut from a grid in a projected CRS in metres (the published tiles: UTM at "
+            f"{PUBLISHED_RESOLUTION:g} m): {_MAKE_PRODUCT}"
+        )
+    epsg = crs.to_epsg()
+    if epsg is None:
+        raise UnsupportedProductError(
+            f"{cog} is in a CRS without an EPSG code ({crs.to_string()}); geotessera tiles record their CRS "
+            f"as an EPSG code: {_MAKE_PRODUCT}"
+        )
+    try:
+        return Grid.from_transform(f"EPSG:{epsg}", transform, width, height)
+    except ValueError as e:
+        raise UnsupportedProductError(
+            f"{cog}: {e}; geotessera tiles are windows of a north-up grid of square pixels whose edges lie on "
+            f"multiples of the pixel size: {_MAKE_PRODUCT}"
+        ) from e
+
+
 def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
+    """The product, if it can be exported for ``year`` on ``roi``'s grid; a named error if not."""
     with rasterio.open(cog) as src:
         int8 = src.dtypes[0] == "int8"
         tags = dict(src.tags())
-        grid = Grid.from_transform(f"EPSG:{src.crs.to_epsg()}", src.transform, src.width, src.height)
+        grid = _product_grid(cog, src.crs, src.transform, src.width, src.height)
         dims = src.count
     scales = product_paths(cog, int8).get("scales")
     if scales is not None and not scales.is_file():
@@ -125,6 +190,13 @@ def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
             f"{cog} lies on {grid}, not on the ROI grid {roi.grid}; it was made with another ROI or "
             "resolution: rerun the workflow with this config"
         )
+    epsg = int(grid.crs.removeprefix("EPSG:"))
+    if grid.resolution != PUBLISHED_RESOLUTION or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
+        log.warning(
+            "%s is on %s at %g m; geotessera reads it (each tile's CRS and transform come from its landmask), but the "
+            "published tiles are UTM at %g m, so these tiles do not line up pixel for pixel with published ones",
+            cog, grid.crs, grid.resolution, PUBLISHED_RESOLUTION,
+        )  # fmt: skip
     return _Product(cog, scales, grid, dims, tags)
 
 
@@ -249,8 +321,23 @@ def _registry_entries(path: Path) -> list[tuple[int, str]] | None:
     return sorted((int(y), f"grid_{lon:.2f}_{lat:.2f}") for y, lon, lat in zip(df.year, df.lon, df.lat, strict=True))
 
 
+def _export_files(year: int, names: Sequence[str]) -> set[str]:
+    """Paths (relative, POSIX) of every file an export of ``names`` in ``year`` writes."""
+    files = {REGISTRY, LANDMASKS_REGISTRY, METADATA_FILE, f"{LANDMASKS_DIR}/SHA256SUM"}
+    for n in names:
+        tile = f"{EMBEDDINGS_DIR}/{year}/{n}"
+        files |= {f"{tile}/{n}.npy", f"{tile}/{n}_scales.npy", f"{tile}/SHA256", f"{LANDMASKS_DIR}/{n}.tiff"}
+    return files
+
+
 def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
-    """Refuse to write into a directory that holds anything but a previous export of the same tiles."""
+    """Refuse to replace a directory that holds anything but a previous export of the same tiles.
+
+    The export replaces ``out`` as a whole, so a previous export of the same tiles with a file no
+    export writes (``.tmp-*`` leftovers of `tessera.io.atomic_path` aside) is refused too.
+    """
+    if out.exists() and not out.is_dir():
+        raise ExportConflictError(f"{out} is a file, not a directory; export to another directory (--out)")
     if not out.exists() or not any(out.iterdir()):
         return
     wanted = sorted((year, n) for n in names)
@@ -264,7 +351,20 @@ def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
     registry = out / REGISTRY
     entries = _registry_entries(registry) if registry.exists() else None
     if ours and (not registry.exists() or entries == wanted):
-        return
+        known = _export_files(year, names)
+        foreign = sorted(
+            rel
+            for f in out.rglob("*")
+            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(".tmp-")
+            if (rel := f.relative_to(out).as_posix()) not in known
+        )
+        if not foreign:
+            return
+        raise ExportConflictError(
+            f"{out} holds a previous export of these tiles and {len(foreign)} file(s) that no export writes "
+            f"(e.g. {foreign[0]}); the export replaces the whole directory: move them out of it, or export to "
+            "another directory (--out)"
+        )
     if entries:
         years = sorted({y for y, _ in entries})
         held = f"a different registry ({len(entries)} tile(s) of {', '.join(map(str, years))}, e.g. {entries[0][1]})"
@@ -276,6 +376,75 @@ def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
         f"{out} already holds {held}, not the {len(names)} tile(s) of {year} this export writes; "
         "export to another directory (--out) or delete that one first"
     )
+
+
+def _staging_name(target: Path, kind: str) -> str:
+    """Name of a sibling of ``target`` that this process stages (``new``) or sets aside (``old``) an export in."""
+    return f".tmp-{target.name}.{kind}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts)."""
+    if pid == os.getpid():
+        return False  # a leftover of an earlier process that had this pid: this one stages after cleaning
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale(target: Path) -> None:
+    """Delete the staging directories of ``target`` that a killed run left; log those of runs that may still go on."""
+    if not target.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.tmp-{re.escape(target.name)}\.(?:new|old)\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}")
+    for path in sorted(target.parent.iterdir()):
+        m = pattern.fullmatch(path.name)
+        if m is None or not path.is_dir() or path.is_symlink():
+            continue
+        host, pid = m["host"], int(m["pid"])
+        if host == _HOST and not _running(pid):
+            log.info("deleting %s, left by an interrupted export (process %d)", path, pid)
+            shutil.rmtree(path)
+        else:
+            log.warning(
+                "%s belongs to an export that may still run (process %d on %s); delete it if that run is over",
+                path, pid, host,
+            )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """Yield an empty staging directory next to ``target``; when the block succeeds, swap it onto ``target``.
+
+    A previous ``target`` is renamed aside before the staging directory takes its name and deleted
+    after, so no reader ever finds ``target`` partly written or partly deleted. If the block raises,
+    the staging directory is deleted and ``target`` is untouched.
+    """
+    work = target.parent / _staging_name(target, "new")
+    work.mkdir(parents=True)
+    try:
+        yield work
+        if not target.exists():
+            os.replace(work, target)
+            return
+        old = target.parent / _staging_name(target, "old")
+        os.replace(target, old)
+        try:
+            os.replace(work, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        try:
+            shutil.rmtree(old)
+        except OSError as e:  # the export is complete; the next run deletes what is left
+            log.warning("could not delete the previous export %s: %s", old, e)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _metadata(product: _Product, year: int, names: Sequence[str], cog: Path, out: Path) -> dict[str, Any]:
@@ -325,9 +494,10 @@ def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSu
 
     Raises:
         ProductsMissingError: The product (or its scales) does not exist yet.
-        UnsupportedProductError: The product is of another year or not 128-d.
         GridMismatchError: The product lies on another grid than the ROI's.
-        ExportConflictError: ``out`` holds another registry or files of another export.
+        UnsupportedProductError: The product is of another year, not 128-d, or not on a projected grid in
+            metres with an EPSG code.
+        ExportConflictError: ``out`` holds another registry, files of another export or files no export writes.
     """
     cog, out = Path(cog), Path(out)
     if not cog.is_file():
@@ -340,9 +510,23 @@ def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSu
     cells = cells_touching(roi)
     names = [c.name for c in cells]
     _check_target(out, year, names)
+    # staged next to the directory itself (same filesystem) if `out` is a link to it
+    target = out.resolve()
+    _remove_stale(target)
     log.info("exporting %d tile(s) of %d to %s: %s", len(cells), year, out, ", ".join(names))
-    records = [_write_tile(product, roi, cell, year, out) for cell in cells]
-    landmasks = out / LANDMASKS_DIR
+    with _staged(target) as work:
+        _write_export(product, roi, cells, year, work, _metadata(product, year, names, cog, out))
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    log.info("wrote %d tile(s), %.1f MB, to %s", len(cells), size / 1e6, out)
+    return ExportSummary(out, year, tuple(names), size)
+
+
+def _write_export(
+    product: _Product, roi: RoiMask, cells: Sequence[Cell], year: int, work: Path, metadata: dict[str, Any]
+) -> None:
+    """Write every file of the export into the (empty) directory ``work``; the registry goes last."""
+    records = [_write_tile(product, roi, cell, year, work) for cell in cells]
+    landmasks = work / LANDMASKS_DIR
     sums = {c.name: sha256_file(landmasks / f"{c.name}.tiff") for c in cells}
     with atomic_path(landmasks / "SHA256SUM") as tmp:
         tmp.write_text("".join(f"{h}  {name}.tiff\n" for name, h in sorted(sums.items())))
@@ -350,10 +534,6 @@ def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSu
         {"lat": c.lat, "lon": c.lon, "hash": sums[c.name], "file_size": (landmasks / f"{c.name}.tiff").stat().st_size}
         for c in cells
     ]
-    _write_geoparquet(out / LANDMASKS_REGISTRY, lm_records, ["lat", "lon"])
-    write_json_atomic(out / METADATA_FILE, _metadata(product, year, names, cog, out))
-    # the registry goes last: a reader that finds it finds every tile it lists
-    _write_geoparquet(out / REGISTRY, records, ["year", "lat", "lon"])
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info("wrote %d tile(s), %.1f MB, to %s", len(cells), size / 1e6, out)
-    return ExportSummary(out, year, tuple(names), size)
+    _write_geoparquet(work / LANDMASKS_REGISTRY, lm_records, ["lat", "lon"])
+    write_json_atomic(work / METADATA_FILE, metadata)
+    _write_geoparquet(work / REGISTRY, records, ["year", "lat", "lon"])
