@@ -12,7 +12,7 @@ from tessera.results import QA_FILE, VALID_COUNT_FILE
 if not config:
     config.update(or_exit(default_config, Path(workflow.basedir)))
 
-S = or_exit(setup, config, check_checkpoint=workflow.is_main_process)
+S = or_exit(setup, config, check=workflow.is_main_process)
 CFG = S.cfg
 R = S.results
 YEARS = [str(y) for y in CFG.years]

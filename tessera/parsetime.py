@@ -30,6 +30,7 @@ from tessera.errors import ConfigError, RoiError, TesseraError
 from tessera.grid import load_roi
 from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
+from tessera.sources import earthdata_token, resolve_source
 from tessera.stages import STAGE_VERSIONS, settings_json
 
 __all__ = [
@@ -112,17 +113,19 @@ def _stored_plan(results: Results, key: str, tile_size: int) -> Plan | None:
         return None
 
 
-def setup(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:
+def setup(config: dict[str, Any], *, check: bool = True) -> Setup:
     """Validate ``config``, plan the ROI (or read the stored plan) and check the checkpoint.
 
     Args:
         config: The config mapping (validated here).
-        check_checkpoint: Load the checkpoint and check its family (imports PyTorch). False only where
-            a parse of the same config already checked it (a Snakemake job's own parse).
+        check: Load the checkpoint and check its family (imports PyTorch), and check that a source
+            needing credentials (opera: an Earthdata token) has them. False only where a parse of the
+            same config already checked both (a Snakemake job's own parse).
 
     Raises:
-        TesseraError: any problem with the config, the ROI or the checkpoint (`ConfigError`,
-            `RoiError`, `CheckpointError`), with a message that says how to fix it.
+        TesseraError: any problem with the config, the ROI, the checkpoint or the credentials
+            (`ConfigError`, `RoiError`, `CheckpointError`, `DataSourceError`), with a message that says
+            how to fix it.
     """
     cfg = parse_config(config)
     results = Results(cfg.results_dir)
@@ -144,7 +147,11 @@ def setup(config: dict[str, Any], *, check_checkpoint: bool = True) -> Setup:
         plan = compute_plan(roi, key, cfg.chunk_size_m, cfg.tile_size)
         source = f"computed in {time.monotonic() - start:.1f} s"
     family = None
-    if check_checkpoint:
+    if check:
+        for kind in ("s2", "s1"):
+            # before any job runs: without a token the searches would run and every read fail later
+            if resolve_source(cfg.source(kind), kind).auth == "earthdata":
+                earthdata_token()
         from tessera import models
 
         m = cfg.model
@@ -199,7 +206,7 @@ def default_config(basedir: Path) -> dict[str, Any]:
 def or_exit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` for the Snakefile: a named error becomes Snakemake's one-line ``WorkflowError``.
 
-    Example: ``S = or_exit(setup, config, check_checkpoint=workflow.is_main_process)``.
+    Example: ``S = or_exit(setup, config, check=workflow.is_main_process)``.
     """
     try:
         return fn(*args, **kwargs)

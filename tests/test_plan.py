@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import rasterio.warp
 import yaml
 from affine import Affine
 from rasterio.enums import Resampling
 
+from tessera.errors import DataSourceError
 from tessera.grid import Grid, load_roi, plan_chunks, plan_tiles
 from tessera.parsetime import setup
 from tessera.plan import StoredPlan, compute_plan, plan_key, plan_tiles_file, write_plan
@@ -129,3 +131,17 @@ def test_parse_writes_nothing_and_then_reads_the_stored_plan(tmp_path: Path) -> 
     plan_tiles_file(StoredPlan(out), 16, Path(first.results.plan_tiles(first.key, 16)))
     second = setup(cfg)
     assert second.plan_source == "stored" and second.plan == first.plan
+
+
+def test_parse_refuses_an_earthdata_source_without_a_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any job runs: without the check, every search would run and every S1 read fail."""
+    monkeypatch.delenv("EARTHDATA_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = {"roi": str(_vector_roi(tmp_path)), "years": [2022], "results_dir": str(tmp_path / "results")}
+    cfg |= {"s1": {"source": "opera"}, "s2": {"source": "earth-search"}}
+    with pytest.raises(DataSourceError, match="the opera source needs a NASA Earthdata token: set EARTHDATA_TOKEN"):
+        setup(dict(cfg))
+    assert setup(dict(cfg), check=False).cfg.s1.source == "opera"  # a job's own parse does not check again
+    monkeypatch.setenv("EARTHDATA_TOKEN", "a-token")
+    assert setup(dict(cfg)).cfg.s1.source == "opera"
+
