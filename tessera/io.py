@@ -1,7 +1,8 @@
 """Atomic file output: every file is written under a temporary name and renamed when complete.
 
 A crash can leave a ``.tmp-*`` file behind, never a final path holding a partial file. Also the one
-file checksum (`sha256_file`) that checkpoints, training provenance and exports record.
+file checksum (`sha256_file`) that checkpoints, training provenance and exports record, and the one
+PNG writer of the pictures in reports (`write_png`).
 """
 
 from __future__ import annotations
@@ -93,3 +94,22 @@ def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """``np.save`` to ``path`` atomically (dtype and shape preserved)."""
     with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write a ``(bands, height, width)`` uint8 picture as a PNG, atomically.
+
+    A plain picture: no georeferencing, no ``.aux.xml`` sidecar and no `NotGeoreferencedWarning` in
+    the job's log.
+    """
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    bands, height, width = image.shape
+    profile = {"driver": "PNG", "height": height, "width": width, "count": bands, "dtype": "uint8"}
+    with atomic_path(path, suffix=".png") as tmp, warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(image.astype(np.uint8, copy=False))

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 
 from tessera import __version__
 from tessera.embedfiles import read_sidecar
-from tessera.io import atomic_path
+from tessera.io import atomic_path, write_png
 from tessera.layout import ORBITS, PRODUCTS
 from tessera.nodata import PixelClass
 from tessera.plan import StoredPlan
@@ -105,13 +104,7 @@ def _write_map(path: Path, s2: np.ndarray, s1: np.ndarray, inside: np.ndarray) -
         img[~inside] = 0
         panels.append(img)
     gap = np.zeros((panels[0].shape[0], 4), np.uint8)
-    image = np.concatenate([panels[0], gap, panels[1]], axis=1)
-    with atomic_path(path) as tmp:
-        profile = {"driver": "PNG", "height": image.shape[0], "width": image.shape[1], "count": 1, "dtype": "uint8"}
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(image, 1)
-    for aux in path.parent.glob(f"{path.name}.aux.xml"):
-        aux.unlink()
+    write_png(path, np.concatenate([panels[0], gap, panels[1]], axis=1)[None])
 
 
 def _nodata_totals(parts: Sequence[Path]) -> dict[str, int]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
+
+from tessera.io import write_png
 
 __all__ = ["write_quicklook"]
 
@@ -118,12 +118,7 @@ def write_quicklook(
             offset += len(values)
     else:
         logger.warning("quicklook: fewer than 2 valid pixels, writing a transparent image")
-    profile = {"driver": "PNG", "width": reader.out_w, "height": reader.out_h, "count": 4, "dtype": "uint8"}
-    with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        # a plain picture: no georeferencing (and no .aux.xml sidecar) on purpose
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(dst, "w", **profile) as ds:
-            ds.write(rgba.reshape(4, reader.out_h, reader.out_w))
+    write_png(dst, rgba.reshape(4, reader.out_h, reader.out_w))  # a plain picture, not georeferenced
     logger.info(
         "quicklook: %d x %d px (1/%d of the product), PCA on %d pixels",
         reader.out_w,

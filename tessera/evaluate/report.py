@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
-from tessera.io import atomic_path, write_json_atomic
+from tessera.io import atomic_path, write_json_atomic, write_png
 
 __all__ = ["confusion_png", "write_report"]
 
@@ -41,15 +38,7 @@ def confusion_png(path: Path, matrices: Sequence[Sequence[np.ndarray]]) -> None:
             cells = np.repeat(np.repeat(rgb, _CELL, axis=0), _CELL, axis=1).astype(np.uint8)
             y, x = _GAP + i * (side + _GAP), _GAP + j * (side + _GAP)
             image[y : y + side, x : x + side] = cells
-    profile = {"driver": "PNG", "height": image.shape[0], "width": image.shape[1], "count": 3, "dtype": "uint8"}
-    with atomic_path(path) as tmp:
-        with warnings.catch_warnings():
-            # a PNG has no georeferencing and needs none
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write(np.moveaxis(image, -1, 0))
-        for aux in tmp.parent.glob(f"{tmp.name}.aux.xml"):
-            aux.unlink()
+    write_png(path, np.moveaxis(image, -1, 0))
 
 
 def _predictions_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
