@@ -146,7 +146,7 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
             assert m["r2"] == pytest.approx(1 - residual / np.sum((target - target.mean()) ** 2))
             assert m["rmse"] == pytest.approx(np.sqrt(residual / len(target)))
     with rasterio.open(tmp_path / "probe_confusion.png") as png:
-        assert png.count == 3 and png.width > 3 * 12 * 2
+        assert png.count == 3 and png.width >= 2 * 120  # two probes side by side, each at least 120 px
     markdown = (tmp_path / "probe.md").read_text()
     assert "| raw median | linear |" in markdown and "probe_confusion.png" in markdown
 

@@ -17,17 +17,20 @@ from tessera.io import atomic_path, write_json_atomic, write_png
 
 __all__ = ["confusion_png", "write_report"]
 
-_CELL, _GAP = 12, 6
+_CELL, _GAP, _MIN_SIDE = 12, 6, 120
 _LOW, _HIGH = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])  # white -> dark blue
 
 
 def confusion_png(path: Path, matrices: Sequence[Sequence[np.ndarray]]) -> None:
     """A grid of row-normalised confusion matrices (rows of the grid = feature sets, columns = probes).
 
-    Cell colour goes from white (0 % of the true class) to dark blue (100 %); the diagonal is the recall.
+    In each matrix a row is a true class and a column a predicted class, both in the report's class
+    order (``confusion_labels``, ascending codes); cell colour goes from white (0 % of the true class) to dark blue
+    (100 %), so the diagonal is the recall. Matrices are at least 120 px wide.
     """
     n = matrices[0][0].shape[0]
-    side = n * _CELL
+    cell = max(_CELL, -(-_MIN_SIDE // n))  # a few classes still make a matrix one can see
+    side = n * cell
     rows, cols = len(matrices), len(matrices[0])
     image = np.full((rows * (side + _GAP) + _GAP, cols * (side + _GAP) + _GAP, 3), 200, np.uint8)
     for i, row in enumerate(matrices):
@@ -35,7 +38,7 @@ def confusion_png(path: Path, matrices: Sequence[Sequence[np.ndarray]]) -> None:
             total = counts.sum(axis=1, keepdims=True)
             frac = np.divide(counts, total, out=np.zeros(counts.shape), where=total > 0)
             rgb = _LOW + frac[..., None] * (_HIGH - _LOW)
-            cells = np.repeat(np.repeat(rgb, _CELL, axis=0), _CELL, axis=1).astype(np.uint8)
+            cells = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1).astype(np.uint8)
             y, x = _GAP + i * (side + _GAP), _GAP + j * (side + _GAP)
             image[y : y + side, x : x + side] = cells
     write_png(path, np.moveaxis(image, -1, 0))
@@ -82,6 +85,11 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
         "",
         f"![confusion matrices: rows {', '.join(report['features'])}; columns {', '.join(report['probes'])}]"
         f"({png_name})",
+        "",
+        f"Confusion matrices ({png_name}): one per feature set (rows) and probe (columns); in each, a row is a "
+        "true class and a column a predicted class, by ascending class code (`confusion_labels` in the JSON); white "
+        "is 0 % and "
+        "dark blue 100 % of the true class.",
         "",
         "Feature sets: " + "; ".join(f"**{k}**: {v['description']}" for k, v in report["features"].items()) + ".",
         "",
