@@ -54,7 +54,15 @@ def test_post_deploy_installs_the_checkout_editable_without_dependencies(tmp_pat
     script.write_text((ROOT / "envs" / "tessera.post-deploy.sh").read_text())
     env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "TESSERA_PROJECT_ROOT": str(ROOT)}
     subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=True)
-    assert (tmp_path / "called").read_text().split() == ["-m", "pip", "install", "--no-deps", "--quiet", "--editable", str(ROOT)]
+    assert (tmp_path / "called").read_text().split() == [
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--quiet",
+        "--editable",
+        str(ROOT),
+    ]
     unset = {k: v for k, v in env.items() if k != "TESSERA_PROJECT_ROOT"}
     res = subprocess.run(["bash", str(script)], cwd=tmp_path, env=unset, capture_output=True, text=True)
     assert res.returncode != 0 and "TESSERA_PROJECT_ROOT" in res.stderr

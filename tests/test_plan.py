@@ -144,4 +144,3 @@ def test_parse_refuses_an_earthdata_source_without_a_token(tmp_path: Path, monke
     assert setup(dict(cfg), check=False).cfg.s1.source == "opera"  # a job's own parse does not check again
     monkeypatch.setenv("EARTHDATA_TOKEN", "a-token")
     assert setup(dict(cfg)).cfg.s1.source == "opera"
-
