@@ -35,6 +35,7 @@ __all__ = [
     "Runner",
     "Stager",
     "auto_batch",
+    "batch_for_memory",
     "cpu_threads",
     "gpu_batch_size",
     "pixel_series",
@@ -178,10 +179,18 @@ def pixel_series(chunk: RowBlock, tile: TileArrays, device: torch.device) -> Pix
 
 
 class Runner:
-    """Runs the model on batches with a fixed padding rule, under inference mode and autocast."""
+    """Runs the model on batches with a fixed padding rule, under inference mode and autocast.
 
-    def __init__(self, model: LoadedModel, device: torch.device, bf16: bool, batch: int) -> None:
+    Padding: ``fixed`` (the CPU's rule, the default there) pads every batch to ``batch`` pixels; the
+    GPU's rule (the default on a GPU) pads the last batch only to the next multiple of `GPU_GRANULE`.
+    The rule is a setting rather than a test of the device so that the CPU tests run the GPU's rule too.
+    """
+
+    def __init__(
+        self, model: LoadedModel, device: torch.device, bf16: bool, batch: int, *, fixed: bool | None = None
+    ) -> None:
         self.model, self.device, self.bf16, self.batch = model, device, bf16, batch
+        self.fixed = device.type == "cpu" if fixed is None else fixed
         self.save_dim = model.spec.save_dim
 
     def __call__(self, s2: torch.Tensor, s1: torch.Tensor, batch: int | None = None) -> torch.Tensor:
@@ -190,7 +199,7 @@ class Runner:
         for i in range(0, s2.shape[0], batch):
             b2, b1 = s2[i : i + batch], s1[i : i + batch]
             n = b2.shape[0]
-            size = self.batch if self.device.type == "cpu" else min(batch, -(-n // GPU_GRANULE) * GPU_GRANULE)
+            size = self.batch if self.fixed else min(batch, -(-n // GPU_GRANULE) * GPU_GRANULE)
             if size > n:
                 b2 = torch.cat((b2, b2.new_zeros((size - n, *b2.shape[1:]))))
                 b1 = torch.cat((b1, b1.new_zeros((size - n, *b1.shape[1:]))))
@@ -221,9 +230,15 @@ def auto_batch(runner: Runner, spec: InputSpec) -> int:
     torch.cuda.synchronize(dev)
     per_pixel = max(1, (torch.cuda.max_memory_allocated(dev) - base) // probe)
     free, _ = torch.cuda.mem_get_info(dev)
-    batch = int(0.6 * free / per_pixel) // GPU_GRANULE * GPU_GRANULE
-    batch = min(GPU_MAX_BATCH, max(GPU_GRANULE, batch))
+    batch = batch_for_memory(free, per_pixel)
     logger.info(
         "GPU batch size %d pixels (%.1f MiB per pixel measured, %.1f GiB free)", batch, per_pixel / 2**20, free / 2**30
     )
     return batch
+
+
+def batch_for_memory(free_bytes: int, per_pixel_bytes: int) -> int:
+    """The GPU batch that `auto_batch` picks: 60 % of the free memory at the measured cost per pixel,
+    rounded down to a multiple of `GPU_GRANULE`, between `GPU_GRANULE` and `GPU_MAX_BATCH` pixels."""
+    batch = int(0.6 * free_bytes / max(1, per_pixel_bytes)) // GPU_GRANULE * GPU_GRANULE
+    return min(GPU_MAX_BATCH, max(GPU_GRANULE, batch))

@@ -19,7 +19,7 @@ from tessera.inferjob import embed_tile_dir
 from tessera.models import v1_1, v2
 from tessera.models.spec import InputSpec, LoadedModel
 from tessera.quantize import dequantize
-from tessera.staging import resolve_device
+from tessera.staging import GPU_GRANULE, GPU_MAX_BATCH, Runner, batch_for_memory, resolve_device
 from tessera.tileio import TileArrays
 from tests.tilegen import cut, make_world, with_extra_dates, write_tile_dir
 
@@ -213,6 +213,35 @@ def test_cuda_without_gpu_is_an_error() -> None:
     with pytest.raises(ConfigError, match=r"model\.device to auto or cpu"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_the_gpu_batching_rule_runs_on_the_cpu(demo: LoadedModel) -> None:
+    """The GPU's padding (the last batch to the next multiple of 64, not to the full batch) and its memory
+    arithmetic, run here on the CPU: the same embeddings as the CPU's fixed batches, other batch shapes."""
+    shapes: list[int] = []
+    module = demo.module
+    hook = module.register_forward_pre_hook(lambda _m, args: shapes.append(int(args[0].shape[0])))
+    try:
+        g = torch.Generator().manual_seed(4)
+        s2, s1 = torch.randn(300, 40, 11, generator=g), torch.randn(300, 40, 3, generator=g)
+        cpu = torch.device("cpu")
+        with torch.inference_mode():
+            fixed = Runner(demo, cpu, False, 128)(s2, s1)
+            assert shapes == [128, 128, 128]  # the CPU pads every batch to the full 128
+            shapes.clear()
+            granular = Runner(demo, cpu, False, 128, fixed=False)(s2, s1)
+            assert shapes == [128, 128, 64]  # 300 = 128 + 128 + 44, padded to 64
+            shapes.clear()
+            assert Runner(demo, cpu, False, 128, fixed=False)(s2[:10], s1[:10]).shape == (10, fixed.shape[1])
+            assert shapes == [64]
+    finally:
+        hook.remove()
+    assert torch.allclose(fixed, granular, atol=1e-5)
+    gib, mib = 2**30, 2**20
+    assert batch_for_memory(10 * gib, mib) == 6144  # 60 % of 10 GiB at 1 MiB per pixel
+    assert batch_for_memory(10 * gib, 3 * mib) == 2048  # 2048.0 rounded down to a multiple of 64
+    assert batch_for_memory(100 * mib, 10 * mib) == GPU_GRANULE  # never below one granule
+    assert batch_for_memory(80 * gib, 1) == GPU_MAX_BATCH
 
 
 @pytest.mark.gpu
