@@ -50,7 +50,7 @@ from tessera.layout import PRODUCTS
 from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
-from tessera.results import QA_FILE, search_path, stack_path
+from tessera.results import QA_FILE, part_chunk, search_path, stack_path
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, offline_validator
 
 __all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "stitch"]
@@ -89,7 +89,7 @@ def _collect(plan: StoredPlan, parts: Sequence[Path]) -> tuple[list[TilePlacemen
     found: dict[tuple[str, str], Path] = {}
     for part in parts:
         for meta in Path(part).glob("*.json"):
-            found[(Path(part).parent.name, meta.stem)] = Path(part)
+            found[(part_chunk(part), meta.stem)] = Path(part)
     int8 = any(Path(part, f"{name}_scales.npy").is_file() for (_, name), part in found.items())
     tiles, missing = [], []
     for chunk in plan.chunks:

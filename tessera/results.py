@@ -35,6 +35,7 @@ __all__ = [
     "QA_FILE",
     "VALID_COUNT_FILE",
     "Results",
+    "part_chunk",
     "part_name",
     "plan_tiles_name",
     "search_path",
@@ -84,6 +85,11 @@ def search_path(search_root: str | Path, chunk: str, product: str) -> Path:
 def part_name(index: int, tiles_per_job: int | None) -> str:
     """Name of the ``index``-th inference job of a chunk: ``all`` (one job per chunk) or ``n<N>-<k>``."""
     return "all" if tiles_per_job is None else f"n{tiles_per_job}-{index:03d}"
+
+
+def part_chunk(part_dir: str | Path) -> str:
+    """The chunk id of an inference job's output directory (`Results.embeddings`: ``.../<chunk>/<part>``)."""
+    return Path(part_dir).parent.name
 
 
 @dataclass(frozen=True)
