@@ -21,6 +21,8 @@ import json
 from typing import Any
 
 from tessera.config import Config, SourceConfig
+from tessera.errors import ConfigError
+from tessera.sources import resolve_source
 
 __all__ = ["STAGE_VERSIONS", "settings", "settings_json"]
 
@@ -40,9 +42,26 @@ STAGE_VERSIONS: dict[str, int] = {
 _SEARCH_KEYS = ("source", "url", "collection")
 
 
-def _source(src: SourceConfig, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _source(src: SourceConfig, kind: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The source's settings as configured, less those that only restate what the provider does anyway.
+
+    A key set to its default (``harmonised: false`` for planetary-computer, ``offset_rule:
+    processing-baseline``, the provider's own URL) resolves to the same `DataSource` as leaving it out,
+    so writing it down changes no output and must rerun nothing.
+    """
     d = src.to_dict()
-    return {k: v for k, v in d.items() if keys is None or k in keys}
+    resolved = resolve_source(src, kind)
+    kept = {"source": d["source"]}
+    for key, value in d.items():
+        if key == "source":
+            continue
+        try:
+            same = resolve_source(SourceConfig.from_dict({k: v for k, v in d.items() if k != key}), kind) == resolved
+        except ConfigError:  # required for this provider (a generic stac source's url and collection)
+            same = False
+        if not same:
+            kept[key] = value
+    return {k: v for k, v in kept.items() if keys is None or k in keys}
 
 
 def settings(cfg: Config, stage: str) -> dict[str, Any]:
@@ -59,10 +78,10 @@ def settings(cfg: Config, stage: str) -> dict[str, Any]:
     window = {} if cfg.period is None else {"period": cfg.period}
     if stage in ("search-s2", "search-s1"):
         kind = stage.removeprefix("search-")
-        return {kind: _source(cfg.source(kind), _SEARCH_KEYS), **window}
+        return {kind: _source(cfg.source(kind), kind, _SEARCH_KEYS), **window}
     if stage in ("read_s2", "read_s1"):
         kind = stage.removeprefix("read_")
-        return {kind: _source(cfg.source(kind)), **window}
+        return {kind: _source(cfg.source(kind), kind), **window}
     if stage == "infer":
         model = {k: v for k, v in cfg.model.to_dict().items() if k not in ("batch_size", "device")}
         # the v1.1 normalisation table is chosen by the S2 provider

@@ -164,6 +164,38 @@ def test_stage_settings_carry_the_new_keys_only_where_they_change_the_output() -
     )
 
 
+def test_a_source_setting_written_out_at_its_default_changes_no_stage_settings() -> None:
+    """Writing down what the provider does anyway reruns nothing; a real change still does."""
+    from tessera.config import parse_config
+    from tessera.stages import settings
+
+    base = {"roi": "x", "years": [2022]}
+    plain = parse_config(base)
+    pc = "https://planetarycomputer.microsoft.com/api/stac/v1/"  # the provider's own URL, with a slash
+    explicit = parse_config(
+        {
+            **base,
+            "s2": {
+                "source": "planetary-computer",
+                "harmonised": False,
+                "offset_rule": "processing-baseline",
+                "url": pc,
+            },
+            "s1": {"source": "planetary-computer", "resampling": "nearest", "sign": "planetary-computer"},
+        }
+    )
+    for stage in ("search-s2", "search-s1", "read_s2", "read_s1", "infer"):
+        assert settings(explicit, stage) == settings(plain, stage), stage
+    changed = parse_config({**base, "s2": {"source": "planetary-computer", "harmonised": True}})
+    assert settings(changed, "read_s2")["s2"] == {"source": "planetary-computer", "harmonised": True}
+    assert settings(changed, "search-s2") == settings(plain, "search-s2")  # the search does not read it
+    stac = {"source": "stac", "url": "http://127.0.0.1:1/stac", "collection": "sentinel-2-l2a", "harmonised": False}
+    # a generic source's url and collection are required, so always part of its settings
+    assert settings(parse_config({**base, "s2": stac}), "read_s2")["s2"] == {
+        k: stac[k] for k in ("source", "url", "collection")
+    }
+
+
 def test_a_run_without_a_config_file_reads_the_example_or_says_what_to_pass(tmp_path: Path) -> None:
     from tessera.parsetime import default_config
 
