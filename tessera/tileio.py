@@ -22,7 +22,7 @@ from tessera.errors import GridMismatchError, TileError
 from tessera.grid import Grid
 from tessera.layout import ROI_FILE, TILE_FILES, TileFile
 
-__all__ = ["ChunkStacks", "TileArrays", "read_tile"]
+__all__ = ["ChunkStacks", "TileArrays", "read_tile", "tile_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,16 @@ def _load_npy(path: Path, spec: TileFile, mmap: bool, fix: str = _TILE_FIX) -> n
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
-def _tile_grid(path: Path) -> tuple[np.ndarray, Grid]:
+def tile_grid(tile_dir: str | Path) -> Grid:
+    """A tile directory's `Grid`, from the header of its ``roi.tiff`` (no array is read).
+
+    Raises:
+        TileError: ``roi.tiff`` is missing, unreadable or not georeferenced.
+    """
+    return _tile_grid(Path(tile_dir) / ROI_FILE, read_mask=False)[1]
+
+
+def _tile_grid(path: Path, *, read_mask: bool = True) -> tuple[np.ndarray, Grid]:
     if not path.is_file():
         raise TileError(f"{path} is missing; every tile needs its georeferenced ROI mask; {_TILE_FIX}")
     try:
@@ -91,7 +100,7 @@ def _tile_grid(path: Path) -> tuple[np.ndarray, Grid]:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
         with src:
-            mask = src.read(1)
+            mask = src.read(1) if read_mask else np.zeros((0, 0), np.uint8)
             crs, transform, width, height = src.crs, src.transform, src.width, src.height
     except RasterioIOError as exc:
         raise TileError(f"{path} is not a readable GeoTIFF ({exc}); {_TILE_FIX}") from exc

@@ -17,7 +17,14 @@ import yaml
 
 from tessera import models
 from tessera.cli import main
-from tessera.errors import ArchitectureError, ConfigError, NoTilesError, ResumeMismatchError, TrainingError
+from tessera.errors import (
+    ArchitectureError,
+    ConfigError,
+    NoTilesError,
+    ResumeMismatchError,
+    TileError,
+    TrainingError,
+)
 from tessera.models import v2
 from tessera.models.arch import ARCHITECTURES, architecture
 from tessera.sampling import _SLOT_SALT, combine, mix32
@@ -119,6 +126,19 @@ def test_views_are_sorted_valid_steps_of_the_pixel() -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_results(tmp_path_factory.mktemp("results"))
+
+
+def test_find_tiles_refuses_tiles_that_cover_the_same_pixels(results: Path, tmp_path: Path) -> None:
+    """A stale export of an earlier chunking beside the current one would count its pixels twice."""
+    stale = shutil.copytree(results, tmp_path / "results")
+    tiles = sorted((stale / "2022" / "tiles" / "chunk").iterdir())
+    assert len(find_tiles([stale], [2022])) == len(tiles) == 4  # side by side, not overlapping: fine
+    with pytest.raises(TileError, match="passed twice in --data"):
+        find_tiles([results, stale], [2022])  # the same region twice
+    shutil.copytree(tiles[0], stale / "2022" / "tiles" / "old-chunk" / tiles[0].name)
+    with pytest.raises(TileError, match=r"cover the same pixels of 2022 \(EPSG:\d+\).*stale export") as err:
+        find_tiles([stale], [2022])
+    assert "old-chunk" in str(err.value) and isinstance(err.value, ValueError)
 
 
 def test_find_tiles_and_missing_year(results: Path) -> None:

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tessera.errors import NoTilesError, TrainingError
+from tessera.errors import NoTilesError, TileError, TrainingError
 from tessera.io import sha256_file
 from tessera.layout import ROI_FILE, TILE_FILES
-from tessera.tileio import TileArrays, read_tile
+from tessera.tileio import TileArrays, read_tile, tile_grid
 
 __all__ = ["PixelRecords", "PixelStream", "TileSource", "TrainingData", "find_tiles", "scan"]
 
@@ -68,6 +68,8 @@ def find_tiles(roots: Sequence[str | Path], years: Sequence[int]) -> list[TileSo
 
     Raises:
         NoTilesError: A requested year has no tile under any root (or no root or year was given).
+        TileError: Two tile directories of a year cover the same pixels (a stale export, or a root
+            given twice), or a tile's ``roi.tiff`` is not georeferenced.
     """
     if not roots or not years:
         raise NoTilesError("no tile roots or no years given; pass --data <results dir> and --years <year ...>")
@@ -85,7 +87,34 @@ def find_tiles(roots: Sequence[str | Path], years: Sequence[int]) -> list[TileSo
                 "re-run the workflow for that year with keep_tiles: true, or remove the year from --years"
             )
         found += of_year
+    _refuse_overlaps(found)
     return found
+
+
+def _refuse_overlaps(sources: Sequence[TileSource]) -> None:
+    """A `TileError` if two tile directories of one year cover the same pixel (it would count twice).
+
+    Tiles of one run never overlap; two that do are a stale export left by an earlier chunking or
+    tiling of the same results directory, or one region passed twice.
+    """
+    groups: dict[tuple[int, str, float], list[tuple[int, int, int, int, TileSource]]] = {}
+    for src in sources:
+        g = tile_grid(src.path)
+        groups.setdefault((src.year, g.crs, g.resolution), []).append(
+            (g.col, g.col + g.width, g.row, g.row + g.height, src)
+        )
+    for (year, crs, _), boxes in groups.items():
+        boxes.sort(key=lambda b: (b[0], b[2]))
+        for i, (_c0, c1, r0, r1, a) in enumerate(boxes):
+            for d0, _d1, s0, s1, b in boxes[i + 1 :]:
+                if d0 >= c1:
+                    break  # sorted by left edge: no later box reaches back into this one
+                if s0 < r1 and r0 < s1:
+                    raise TileError(
+                        f"tile directories {a.path} and {b.path} cover the same pixels of {year} ({crs}), which "
+                        "would be counted twice; one is likely a stale export of an earlier chunk size or tile "
+                        "size of the same results directory (delete it), or one region was passed twice in --data"
+                    )
 
 
 @dataclass(frozen=True)
