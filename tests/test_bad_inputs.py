@@ -8,8 +8,10 @@ tiny and seeded; the network cases use real HTTP servers on 127.0.0.1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -366,6 +368,14 @@ def _train_resume_other_architecture(tmp: Path, base: str) -> Run:
     return train_run(tmp, [str(other), "architecture v2-nano", "not demo"], "2022", "--resume", str(other))
 
 
+def _train_overlapping_tiles(tmp: Path, base: str) -> Run:
+    run = train_run(tmp, [], "2022")
+    tiles = tmp / "results" / "2022" / "tiles"
+    first = sorted((tiles / "chunk").iterdir())[0]
+    shutil.copytree(first, tiles / "old-chunk" / first.name)  # a stale export of an earlier chunking
+    return dataclasses.replace(run, says=["cover the same pixels of 2022", "old-chunk", "delete it"])
+
+
 def evaluate_run(tmp: Path, classes: np.ndarray, transform: Affine, says: list[str]) -> Run:
     """``tessera evaluate`` of a random demo checkpoint: no report file may be written."""
     results = write_results(tmp / "results")
@@ -445,6 +455,7 @@ CASES = [
     Case("export-dir-holds-other-registry", "ExportConflictError", _export_other_registry),
     Case("config-period-not-month-day", "PeriodError", _period_not_month_day),
     Case("config-offset-rule-in-s1", "ConfigError", _offset_rule_in_s1),
+    Case("train-overlapping-tiles", "TileError", _train_overlapping_tiles),
 ]
 
 
