@@ -22,7 +22,7 @@ from tessera.errors import GridMismatchError, TileError
 from tessera.grid import Grid
 from tessera.layout import ROI_FILE, TILE_FILES, TileFile
 
-__all__ = ["ChunkStacks", "TileArrays", "read_tile", "tile_grid"]
+__all__ = ["ChunkStacks", "TileArrays", "read_tile", "tile_grid", "tile_roi"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,15 @@ def tile_grid(tile_dir: str | Path) -> Grid:
         TileError: ``roi.tiff`` is missing, unreadable or not georeferenced.
     """
     return _tile_grid(Path(tile_dir) / ROI_FILE, read_mask=False)[1]
+
+
+def tile_roi(tile_dir: str | Path) -> tuple[np.ndarray, Grid]:
+    """A tile directory's ROI mask (uint8, 1 inside) and `Grid`, from its ``roi.tiff``.
+
+    Raises:
+        TileError: ``roi.tiff`` is missing, unreadable or not georeferenced.
+    """
+    return _tile_grid(Path(tile_dir) / ROI_FILE)
 
 
 def _tile_grid(path: Path, *, read_mask: bool = True) -> tuple[np.ndarray, Grid]:

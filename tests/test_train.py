@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 
@@ -135,7 +136,12 @@ def test_find_tiles_refuses_tiles_that_cover_the_same_pixels(results: Path, tmp_
     assert len(find_tiles([stale], [2022])) == len(tiles) == 4  # side by side, not overlapping: fine
     with pytest.raises(TileError, match="passed twice in --data"):
         find_tiles([results, stale], [2022])  # the same region twice
-    shutil.copytree(tiles[0], stale / "2022" / "tiles" / "old-chunk" / tiles[0].name)
+    copy = shutil.copytree(tiles[0], stale / "2022" / "tiles" / "old-chunk" / tiles[0].name)
+    # overlapping only with pixels outside its ROI, as an edge tile padded to the tile size does: fine
+    with rasterio.open(copy / "roi.tiff", "r+") as roi:
+        roi.write(np.zeros((roi.height, roi.width), roi.dtypes[0]), 1)
+    assert len(find_tiles([stale], [2022])) == 5
+    shutil.copy2(tiles[0] / "roi.tiff", copy / "roi.tiff")
     with pytest.raises(TileError, match=r"cover the same pixels of 2022 \(EPSG:\d+\).*stale export") as err:
         find_tiles([stale], [2022])
     assert "old-chunk" in str(err.value) and isinstance(err.value, ValueError)

@@ -40,9 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from tessera.errors import NoTilesError, TileError, TrainingError
+from tessera.grid import Grid
 from tessera.io import sha256_file
 from tessera.layout import ROI_FILE, TILE_FILES
-from tessera.tileio import TileArrays, read_tile, tile_grid
+from tessera.tileio import TileArrays, read_tile, tile_grid, tile_roi
 
 __all__ = ["PixelRecords", "PixelStream", "TileSource", "TrainingData", "find_tiles", "scan"]
 
@@ -92,29 +93,40 @@ def find_tiles(roots: Sequence[str | Path], years: Sequence[int]) -> list[TileSo
 
 
 def _refuse_overlaps(sources: Sequence[TileSource]) -> None:
-    """A `TileError` if two tile directories of one year cover the same pixel (it would count twice).
+    """A `TileError` if two tile directories of one year have a pixel inside both ROIs (it would count twice).
 
-    Tiles of one run never overlap; two that do are a stale export left by an earlier chunking or
-    tiling of the same results directory, or one region passed twice.
+    Tiles of one run never share an ROI pixel (an edge tile padded to the tile size reaches into its
+    neighbour only with pixels outside its ROI); two that do are a stale export left by an earlier
+    chunking or tiling of the same results directory, or one region passed twice.
     """
-    groups: dict[tuple[int, str, float], list[tuple[int, int, int, int, TileSource]]] = {}
+    groups: dict[tuple[int, str, float], list[tuple[Grid, TileSource]]] = {}
     for src in sources:
         g = tile_grid(src.path)
-        groups.setdefault((src.year, g.crs, g.resolution), []).append(
-            (g.col, g.col + g.width, g.row, g.row + g.height, src)
-        )
-    for (year, crs, _), boxes in groups.items():
-        boxes.sort(key=lambda b: (b[0], b[2]))
-        for i, (_c0, c1, r0, r1, a) in enumerate(boxes):
-            for d0, _d1, s0, s1, b in boxes[i + 1 :]:
-                if d0 >= c1:
-                    break  # sorted by left edge: no later box reaches back into this one
-                if s0 < r1 and r0 < s1:
+        groups.setdefault((src.year, g.crs, g.resolution), []).append((g, src))
+    for (year, crs, _), tiles in groups.items():
+        tiles.sort(key=lambda t: (t[0].col, t[0].row))
+        for i, (ga, a) in enumerate(tiles):
+            for gb, b in tiles[i + 1 :]:
+                if gb.col >= ga.col + ga.width:
+                    break  # sorted by left edge: no later tile reaches back into this one
+                if _share_roi_pixels(a.path, ga, b.path, gb):
                     raise TileError(
                         f"tile directories {a.path} and {b.path} cover the same pixels of {year} ({crs}), which "
                         "would be counted twice; one is likely a stale export of an earlier chunk size or tile "
                         "size of the same results directory (delete it), or one region was passed twice in --data"
                     )
+
+
+def _share_roi_pixels(path_a: Path, ga: Grid, path_b: Path, gb: Grid) -> bool:
+    """Whether two tiles' bounding boxes overlap on a pixel inside both ROIs (masks read only then)."""
+    c0, c1 = max(ga.col, gb.col), min(ga.col + ga.width, gb.col + gb.width)
+    r0, r1 = max(ga.row, gb.row), min(ga.row + ga.height, gb.row + gb.height)
+    if c0 >= c1 or r0 >= r1:
+        return False
+    ma, mb = tile_roi(path_a)[0], tile_roi(path_b)[0]
+    wa = ma[r0 - ga.row : r1 - ga.row, c0 - ga.col : c1 - ga.col]
+    wb = mb[r0 - gb.row : r1 - gb.row, c0 - gb.col : c1 - gb.col]
+    return bool((wa & wb).any())
 
 
 @dataclass(frozen=True)
