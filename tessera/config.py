@@ -31,6 +31,7 @@ __all__ = [
     "parse_config",
     "read_config",
     "schema",
+    "schema_violations",
     "validate_config",
     "validate_settings",
 ]
@@ -72,8 +73,22 @@ def _where(err: jsonschema.ValidationError) -> str:
     return "/".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
+def _numeric_text(err: jsonschema.ValidationError) -> int | float | None:
+    """The number a string written where a number belongs stands for (quoted, or YAML's ``1e-3``), or None."""
+    if err.validator != "type" or not isinstance(err.instance, str):
+        return None
+    try:
+        number = float(err.instance)
+    except ValueError:
+        return None
+    return int(number) if "integer" in err.validator_value and number.is_integer() else number
+
+
 def _hint(err: jsonschema.ValidationError) -> str:
     """How to fix one schema violation, by the JSON Schema keyword that failed."""
+    number = _numeric_text(err)
+    if number is not None:
+        return f"write it as a plain number, e.g. {number!r} (YAML reads 1e-3 without a dot as text)"
     hints = {
         "additionalProperties": "remove that key or correct its spelling",
         "unevaluatedProperties": "remove that key or correct its spelling (s2.offset_rule is a Sentinel-2 key)",
@@ -83,9 +98,19 @@ def _hint(err: jsonschema.ValidationError) -> str:
         "minItems": "add at least one entry",
         "uniqueItems": "remove the duplicate entries",
         "minimum": f"set it to at least {err.validator_value}",
+        "maximum": f"set it to at most {err.validator_value}",
         "exclusiveMinimum": f"set it to more than {err.validator_value}",
     }
     return hints.get(str(err.validator), f"set it so that {err.validator} {err.validator_value!r} holds")
+
+
+def schema_violations(validator: Any, doc: Any) -> str | None:
+    """Every violation of ``doc`` as one line (path, the schema's message, how to fix it), or None if valid.
+
+    One line, because the CLI prints a named error as a single stderr line.
+    """
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return "; ".join(f"{_where(err)}: {err.message} ({_hint(err)})" for err in errors) or None
 
 
 def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) -> dict[str, Any]:
@@ -96,11 +121,9 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
             with the key's path), a year lies outside the mission years, or a source is incomplete.
     """
     cfg = copy.deepcopy(dict(config))
-    errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        # one line: the CLI prints a named error as a single stderr line
-        parts = [f"{_where(err)}: {err.message} ({_hint(err)})" for err in errors]
-        raise ConfigError("invalid configuration: " + "; ".join(parts) + "; see config/README.md for every key")
+    violations = schema_violations(_Validator(schema()), cfg)
+    if violations:
+        raise ConfigError(f"invalid configuration: {violations}; see config/README.md for every key")
     # a second pass fills defaults that the first pass added nested objects for
     _Validator(schema()).validate(cfg)
     hi = last_year(today)
@@ -150,10 +173,9 @@ def validate_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
     """
     sch = {k: v for k, v in schema().items() if k != "required"}
     out = copy.deepcopy(dict(doc))
-    errors = sorted(_Validator(sch).iter_errors(out), key=lambda e: list(e.absolute_path))
-    if errors:
-        parts = [f"{_where(err)}: {err.message} ({_hint(err)})" for err in errors]
-        raise ConfigError("invalid stage settings: " + "; ".join(parts))
+    violations = schema_violations(_Validator(sch), out)
+    if violations:
+        raise ConfigError(f"invalid stage settings: {violations}")
     return out
 
 

@@ -49,6 +49,13 @@ def test_wrong_type_names_the_path() -> None:
         validate_config({"roi": "x", "years": [2022], "model": {"output": "int4"}})
 
 
+def test_a_number_written_as_text_gets_the_plain_number_hint() -> None:
+    with pytest.raises(
+        ConfigError, match=r"tile_size: '500' is not of type 'integer' \(write it as a plain number, e\.g\. 500 "
+    ):
+        validate_config({"roi": "x", "years": [2022], "tile_size": "500"})
+
+
 def test_unknown_source() -> None:
     with pytest.raises(ConfigError, match=r"s2/source: 'sentinel-hub' is not one of"):
         validate_config({"roi": "x", "years": [2022], "s2": {"source": "sentinel-hub"}})

@@ -140,29 +140,6 @@ def train_schema() -> dict[str, Any]:
     return loaded
 
 
-def _train_hint(err: Any) -> str:
-    if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
-        # YAML 1.1 reads 1e-3 (no dot) as text, and quotes make any number text
-        number = float(err.instance)
-        plain = int(number) if "integer" in err.validator_value and number.is_integer() else number
-        return f"write it as a plain number, e.g. {plain!r} (YAML reads 1e-3 without a dot as text)"
-    return {
-        "type": f"set it to a value of type {err.validator_value}",
-        "enum": "use one of the listed values",
-        "minimum": f"set it to at least {err.validator_value}",
-        "maximum": f"set it to at most {err.validator_value}",
-        "exclusiveMinimum": f"set it to more than {err.validator_value}",
-    }.get(str(err.validator), "fix it")
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def validate_train_settings(values: Mapping[str, Any]) -> None:
     """Check training settings against `train_schema`, reporting every violation at once.
 
@@ -171,13 +148,11 @@ def validate_train_settings(values: Mapping[str, Any]) -> None:
     """
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(train_schema())
-    errors = sorted(validator.iter_errors(dict(values)), key=lambda e: list(e.absolute_path))
-    if errors:
-        parts = [
-            f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message} ({_train_hint(e)})" for e in errors
-        ]
-        raise TrainingError("invalid training settings: " + "; ".join(parts) + "; see config/train.yaml")
+    from tessera.config import schema_violations
+
+    violations = schema_violations(jsonschema.Draft202012Validator(train_schema()), dict(values))
+    if violations:
+        raise TrainingError(f"invalid training settings: {violations}; see config/train.yaml")
 
 
 #: Settings that do not change what is learned, so a resume may change them.
