@@ -43,6 +43,7 @@ __all__ = [
     "PixelSeries",
     "bin_inputs",
     "combine",
+    "hash_keys",
     "mix32",
     "pad_pattern_ranks",
     "pixel_seeds",
@@ -80,6 +81,17 @@ def combine(h: torch.Tensor, v: torch.Tensor | int) -> torch.Tensor:
     """Hash ``v`` into the running hash ``h`` (both broadcast; ``v`` is reduced mod 2**32 first)."""
     v_t = torch.as_tensor(v, dtype=torch.int64, device=h.device) & _M32
     return mix32(h ^ mix32(v_t ^ 0x9E3779B9))
+
+
+def hash_keys(salt: int, first: np.ndarray, *rest: np.ndarray | int) -> np.ndarray:
+    """A 32-bit hash (int64 values in ``[0, 2**32)``) of each row of int64 keys, salted: ``combine`` of
+    ``first`` and then each of ``rest`` (an array of the same length, or one int for every row) into
+    ``mix32(salt)``. For per-pixel draws of the evaluation (sample, split) on NumPy arrays."""
+    h = mix32(torch.full((len(first),), salt, dtype=torch.int64))
+    for value in (first, *rest):
+        h = combine(h, torch.from_numpy(value) if isinstance(value, np.ndarray) else value)
+    out: np.ndarray = h.numpy()
+    return out
 
 
 def pixel_seeds(cols: torch.Tensor, rows: torch.Tensor, year: int, repeat: int) -> torch.Tensor:

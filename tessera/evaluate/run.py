@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tessera import models
 from tessera.errors import ArchitectureError, ConfigError, LabelError
@@ -31,7 +30,7 @@ from tessera.evaluate.report import write_report
 from tessera.evaluate.split import spatial_split
 from tessera.models.arch import ARCHITECTURES, Architecture, architecture
 from tessera.products import product_paths
-from tessera.sampling import combine, mix32
+from tessera.sampling import hash_keys
 from tessera.tileio import read_tile
 from tessera.train.data import TileSource
 
@@ -147,10 +146,7 @@ def _sample(px: _Pixels, per_class: int, seed: int, labels: Path) -> _Pixels:
         )
     # each pixel's draw priority is a hash of its global grid position and the seed, so the sample does
     # not depend on how the labelled area was tiled or in which order the tiles were found
-    h = mix32(torch.full((len(px.label),), _SAMPLE_SALT, dtype=torch.int64))
-    for value in (torch.from_numpy(px.col), torch.from_numpy(px.row), torch.from_numpy(px.epsg), seed):
-        h = combine(h, value)
-    priority = h.numpy()
+    priority = hash_keys(_SAMPLE_SALT, px.col, px.row, px.epsg, seed)
     keep = []
     for c in codes:
         members = np.flatnonzero(px.label == c)

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from tessera.sampling import combine, mix32
+from tessera.sampling import hash_keys
 
 __all__ = ["Split", "spatial_split"]
 
@@ -33,10 +32,7 @@ class Split:
 
 
 def _is_test(bcol: np.ndarray, brow: np.ndarray, epsg: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
-    h = mix32(torch.full((len(bcol),), _SPLIT_SALT, dtype=torch.int64))
-    for value in (torch.from_numpy(bcol), torch.from_numpy(brow), torch.from_numpy(epsg), seed):
-        h = combine(h, value)
-    return (h.numpy() < int(test_fraction * 2**32)).astype(bool)
+    return (hash_keys(_SPLIT_SALT, bcol, brow, epsg, seed) < int(test_fraction * 2**32)).astype(bool)
 
 
 def spatial_split(
