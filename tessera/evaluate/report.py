@@ -25,8 +25,8 @@ def confusion_png(path: Path, matrices: Sequence[Sequence[np.ndarray]]) -> None:
     """A grid of row-normalised confusion matrices (rows of the grid = feature sets, columns = probes).
 
     In each matrix a row is a true class and a column a predicted class, both in the report's class
-    order (``confusion_labels``, ascending codes); cell colour goes from white (0 % of the true class) to dark blue
-    (100 %), so the diagonal is the recall. Matrices are at least 120 px wide.
+    order (``confusion_labels``, ascending codes); cell colour goes from white (0 % of the true class)
+    to dark blue (100 %), so the diagonal is the recall. Matrices are at least `_MIN_SIDE` px wide.
     """
     n = matrices[0][0].shape[0]
     cell = max(_CELL, -(-_MIN_SIDE // n))  # a few classes still make a matrix one can see
@@ -87,9 +87,8 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
         f"({png_name})",
         "",
         f"Confusion matrices ({png_name}): one per feature set (rows) and probe (columns); in each, a row is a "
-        "true class and a column a predicted class, by ascending class code (`confusion_labels` in the JSON); white "
-        "is 0 % and "
-        "dark blue 100 % of the true class.",
+        "true class and a column a predicted class, by ascending class code (`confusion_labels` in the JSON); "
+        "white is 0 % and dark blue 100 % of the true class.",
         "",
         "Feature sets: " + "; ".join(f"**{k}**: {v['description']}" for k, v in report["features"].items()) + ".",
         "",
