@@ -10,15 +10,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir", "sha256_file"]
+__all__ = ["HOST", "atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir", "sha256_file", "write_png"]
+
+logger = logging.getLogger(__name__)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -53,23 +60,83 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
             tmp.unlink()
 
 
+#: This machine, as it appears in the names of temporary directories (`atomic_dir`).
+HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
+def _tmp_dir_name(final: Path, kind: str) -> str:
+    """A sibling of ``final`` this process builds (``new``) or sets aside (``old``) a directory in."""
+    return f".tmp-{final.name}.{kind}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts)."""
+    if pid == os.getpid():
+        return False  # a leftover of an earlier process that had this pid: this one builds after cleaning
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_dirs(final: Path) -> None:
+    """Delete the temporary directories of ``final`` that a killed process left on this host; log those
+    of processes that may still run (alive here, or on another host)."""
+    if not final.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}\.(?:new|old)\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}")
+    for path in sorted(final.parent.iterdir()):
+        m = pattern.fullmatch(path.name)
+        if m is None or not path.is_dir() or path.is_symlink():
+            continue
+        host, pid = m["host"], int(m["pid"])
+        if host == HOST and not _running(pid):
+            logger.info("deleting %s, left by an interrupted run (process %d)", path, pid)
+            _rmtree(path)
+        else:
+            logger.warning(
+                "%s belongs to a run that may still go on (process %d on %s); delete it if that run is over",
+                path, pid, host,
+            )  # fmt: skip
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; rename it onto ``path`` when complete.
+    """Yield an empty temporary directory next to ``path``; when the block succeeds, swap it onto ``path``.
 
-    An existing directory at ``path`` is replaced.
+    The temporary directory (``.tmp-<name>.new.<host>.<pid>.<token>``, same filesystem) takes the
+    place of ``path`` by a rename; a previous directory there is first renamed aside and deleted after,
+    so ``path`` is only ever absent, the previous complete directory or the new one. If the block
+    raises, the temporary directory is deleted and ``path`` is untouched. Temporary directories of
+    ``path`` that a killed process left on this host are deleted first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    _remove_stale_dirs(final)
+    work = final.parent / _tmp_dir_name(final, "new")
+    work.mkdir()
     try:
-        yield tmp
-        if final.exists():
-            _rmtree(final)
-        os.replace(tmp, final)
+        yield work
+        if not final.exists():
+            os.replace(work, final)
+            return
+        old = final.parent / _tmp_dir_name(final, "old")
+        os.replace(final, old)
+        try:
+            os.replace(work, final)
+        except BaseException:
+            os.replace(old, final)
+            raise
+        try:
+            _rmtree(old)
+        except OSError as e:  # the new directory is in place; the next run deletes what is left
+            logger.warning("could not delete the previous %s: %s", old, e)
     finally:
-        if tmp.exists():
-            _rmtree(tmp)
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -79,8 +146,6 @@ def _umask() -> int:
 
 
 def _rmtree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path)
 
 

@@ -34,6 +34,7 @@ from tessera.export import geotessera as export_module
 from tessera.export.cells import Cell, cell_of, cells_touching, tile_grid
 from tessera.export.geotessera import EMBEDDINGS_DIR, LANDMASKS_DIR, METADATA_FILE, REGISTRY, export_geotessera
 from tessera.grid import load_roi
+from tessera.io import HOST
 from tests.offline import block_network, child_env
 from tests.productgen import RES, SyntheticProduct, write_product
 
@@ -349,7 +350,7 @@ def test_interrupted_export_is_rerun_in_place(tmp_path: Path, monkeypatch: pytes
     assert stale.name.startswith(".tmp-export.new.")  # ...its tiles are in the killed run's staging directory
     assert len(list(stale.rglob("*.npy"))) == 2 * len(NAMES) and not (stale / REGISTRY).exists()
     # staging directories of runs that may still go on are left alone
-    alive = out.parent / f".tmp-export.new.{export_module._HOST}.{os.getppid()}.0123abcd"
+    alive = out.parent / f".tmp-export.new.{HOST}.{os.getppid()}.0123abcd"
     elsewhere = out.parent / ".tmp-export.new.another-host.12345.0123abcd"
     for d in (alive, elsewhere):
         d.mkdir()

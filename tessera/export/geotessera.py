@@ -27,26 +27,17 @@ scales are copied unchanged; a float32 product is quantised with its family's ru
 (`tessera.quantize`). Every tile is a window of the product grid (`tessera.export.cells`), so
 nothing is resampled: a point has the same embedding in the export as in the product.
 
-Writing: the export is built in a staging directory next to ``<out>``
-(``.tmp-<name>.new.<host>.<pid>.<token>``, same filesystem) and renamed onto ``<out>`` when complete;
-a previous export there is first renamed aside (``.tmp-<name>.old.*``) and deleted after the swap.
-So ``<out>`` is only ever absent, the previous complete export or the new complete export, and an
-interrupted run is rerun with the same command. Staging directories left by a killed run (its
-process is gone on this host) are deleted by the next run; one of a run that may still be going
-(a live process, or another host) is left alone and logged.
+Writing: the export is built in a temporary directory next to ``<out>`` and swapped onto it when
+complete (`tessera.io.atomic_dir`), so ``<out>`` is only ever absent, the previous complete export or
+the new one, and an interrupted run is rerun with the same command.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
-import shutil
-import socket
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +53,7 @@ from tessera.cog import INT8_NODATA
 from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
 from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
 from tessera.grid import Grid
-from tessera.io import atomic_path, save_npy_atomic, sha256_file, write_json_atomic
+from tessera.io import atomic_dir, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
 from tessera.period import window as year_window
 from tessera.products import product_paths
 
@@ -89,8 +80,6 @@ GEOTESSERA_DIMS = 128
 #: The pixel size (metres) of the published geotessera tiles, which are in the UTM zone of each tile.
 PUBLISHED_RESOLUTION = 10.0
 _GENERATOR = "tessera-pipeline"
-#: This machine, as it appears in the names of staging directories (`_staging_name`).
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 
 @dataclass(frozen=True)
@@ -378,75 +367,6 @@ def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
     )
 
 
-def _staging_name(target: Path, kind: str) -> str:
-    """Name of a sibling of ``target`` that this process stages (``new``) or sets aside (``old``) an export in."""
-    return f".tmp-{target.name}.{kind}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (another user's counts)."""
-    if pid == os.getpid():
-        return False  # a leftover of an earlier process that had this pid: this one stages after cleaning
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _remove_stale(target: Path) -> None:
-    """Delete the staging directories of ``target`` that a killed run left; log those of runs that may still go on."""
-    if not target.parent.is_dir():
-        return
-    pattern = re.compile(rf"\.tmp-{re.escape(target.name)}\.(?:new|old)\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}")
-    for path in sorted(target.parent.iterdir()):
-        m = pattern.fullmatch(path.name)
-        if m is None or not path.is_dir() or path.is_symlink():
-            continue
-        host, pid = m["host"], int(m["pid"])
-        if host == _HOST and not _running(pid):
-            log.info("deleting %s, left by an interrupted export (process %d)", path, pid)
-            shutil.rmtree(path)
-        else:
-            log.warning(
-                "%s belongs to an export that may still run (process %d on %s); delete it if that run is over",
-                path, pid, host,
-            )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """Yield an empty staging directory next to ``target``; when the block succeeds, swap it onto ``target``.
-
-    A previous ``target`` is renamed aside before the staging directory takes its name and deleted
-    after, so no reader ever finds ``target`` partly written or partly deleted. If the block raises,
-    the staging directory is deleted and ``target`` is untouched.
-    """
-    work = target.parent / _staging_name(target, "new")
-    work.mkdir(parents=True)
-    try:
-        yield work
-        if not target.exists():
-            os.replace(work, target)
-            return
-        old = target.parent / _staging_name(target, "old")
-        os.replace(target, old)
-        try:
-            os.replace(work, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        try:
-            shutil.rmtree(old)
-        except OSError as e:  # the export is complete; the next run deletes what is left
-            log.warning("could not delete the previous export %s: %s", old, e)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-
-
 def _metadata(product: _Product, year: int, names: Sequence[str], cog: Path, out: Path) -> dict[str, Any]:
     tags = product.tags
     return {
@@ -475,7 +395,6 @@ def _metadata(product: _Product, year: int, names: Sequence[str], cog: Path, out
 
 
 def _relative(path: Path, start: Path) -> str:
-    import os
 
     return os.path.relpath(path.resolve(), start.resolve())
 
@@ -512,9 +431,8 @@ def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSu
     _check_target(out, year, names)
     # staged next to the directory itself (same filesystem) if `out` is a link to it
     target = out.resolve()
-    _remove_stale(target)
     log.info("exporting %d tile(s) of %d to %s: %s", len(cells), year, out, ", ".join(names))
-    with _staged(target) as work:
+    with atomic_dir(target) as work:
         _write_export(product, roi, cells, year, work, _metadata(product, year, names, cog, out))
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     log.info("wrote %d tile(s), %.1f MB, to %s", len(cells), size / 1e6, out)
