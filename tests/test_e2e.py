@@ -211,7 +211,7 @@ def _kill_when(proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: 
     while not ready():
         assert proc.poll() is None, "the run finished before it could be killed"
         assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -223,8 +223,10 @@ def _log_says(logs: Path, pattern: str, text: str) -> Callable[[], bool]:
 def test_sigkill_while_reading_and_while_inferring_then_resume(
     base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
 ) -> None:
-    # 25 px tiles: several per inference job, so the kill comes after a job's first tile is written
-    cfg = write_config(tmp_path, demo_servers_session, tile_size=25)
+    # 8 px tiles (the smallest): a dozen or more per inference job, so the kill lands after a job's first
+    # tile is written and well before its last (with 25 px tiles the other 3 took 0.1-0.2 s, and a job
+    # now and then finished before the poll below saw its first tile)
+    cfg = write_config(tmp_path, demo_servers_session, tile_size=8)
     logs = tmp_path / "results/logs"
     for pattern, text in (("read_s2/2022/*.log", "date 3/"), ("infer/2022/*/*.log", "tile 1/")):
         proc = subprocess.Popen(
