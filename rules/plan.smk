@@ -12,8 +12,10 @@ rule plan:
     log:
         R.log("plan", S.key),
     params:
-        settings=S.settings("plan"),
         version=S.version("plan"),
+        # derived from the output (so not recorded): the output's path is the plan's content address,
+        # and the ROI's path and max_roi_area_km2 change nothing in it
+        settings=lambda wc, output: S.settings("plan"),
         plan_dir=lambda wc, output: Path(output.chunks).parent,
     conda:
         "../envs/tessera.yaml"

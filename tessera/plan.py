@@ -82,11 +82,25 @@ def roi_files(roi: str | Path) -> list[Path]:
     return sorted({q for q in candidates if q.is_file()})
 
 
+def _role(path: Path, roi: Path) -> str:
+    """What ``path`` is to the ROI file ``roi``, independent of the ROI's name: ``main``, ``.aux.xml``, ``.dbf``."""
+    if path == roi:
+        return "main"
+    if path.name.startswith(roi.name):
+        return path.name[len(roi.name) :].lower()
+    return path.suffix.lower()
+
+
 def plan_key(roi: str | Path, resolution: float, chunk_size_m: float) -> str:
-    """Content address of a chunk plan: a hash of the ROI files' bytes, the resolution and the chunk size."""
+    """Content address of a chunk plan: a hash of the ROI files' bytes, the resolution and the chunk size.
+
+    Each file is hashed under its role (the ROI itself, or the sidecar's suffix), not its name, so a
+    renamed or moved copy of the same ROI has the same key and reruns nothing.
+    """
+    roi = Path(roi)
     digest = hashlib.sha256(f"v{PLAN_VERSION} res={float(resolution)!r} chunk={float(chunk_size_m)!r}".encode())
-    for path in roi_files(roi):
-        digest.update(f"\0{path.name}\0".encode())
+    for path in sorted(roi_files(roi), key=lambda q: _role(q, roi)):
+        digest.update(f"\0{_role(path, roi)}\0".encode())
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)

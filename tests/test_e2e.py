@@ -332,6 +332,15 @@ def test_a_model_setting_reruns_inference_and_products(
     assert counts == {"infer": 3, "stitch": 1, "qa_report": 1, "all": 1}
 
 
+def test_a_renamed_roi_reruns_only_the_qa_report(
+    base_run: Path, demo_servers_session: DemoServers, tmp_path: Path
+) -> None:
+    """The plan is addressed by the ROI's content: a renamed, moved copy plans nothing but the QA report,
+    which names the ROI by its path."""
+    roi = shutil.copy2(base_run / "roi.tif", tmp_path / "Renamed ROI.tif")
+    assert _replanned(base_run, demo_servers_session, roi=str(roi)) == {"qa_report": 1, "all": 1}
+
+
 def test_machine_settings_rerun_nothing(base_run: Path, demo_servers_session: DemoServers) -> None:
     model = {"batch_size": 512, "device": "auto"}
     assert _replanned(base_run, demo_servers_session, "--set-threads", "infer=1", "read_s2=1", model=model) == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,21 @@ def test_key_follows_content_and_settings_not_mtime(tmp_path: Path) -> None:
     assert len({key, plan_key(roi, 20, 1000), plan_key(roi, 10, 2000)}) == 3
     roi.write_text(roi.read_text().replace("52.213", "52.214"))
     assert plan_key(roi, 10, 1000) != key
+
+
+def test_key_is_the_same_for_a_renamed_or_moved_copy(tmp_path: Path) -> None:
+    """The key addresses content: a renamed copy of the ROI (and of its sidecars) is the same plan."""
+    roi = _vector_roi(tmp_path)
+    (tmp_path / "moved").mkdir()
+    copy = shutil.copy(roi, tmp_path / "moved" / "Region of Interest.GeoJSON")
+    assert plan_key(copy, 10, 1000) == plan_key(roi, 10, 1000)
+
+    raster = _raster_roi(tmp_path)
+    (tmp_path / "roi.tif.aux.xml").write_text("<PAMDataset/>")
+    renamed = shutil.copy(raster, tmp_path / "moved" / "field.tif")
+    assert plan_key(renamed, 10, 1000) != plan_key(raster, 10, 1000)  # the original has a sidecar
+    shutil.copy(tmp_path / "roi.tif.aux.xml", tmp_path / "moved" / "field.tif.aux.xml")
+    assert plan_key(renamed, 10, 1000) == plan_key(raster, 10, 1000)
 
 
 def test_key_reads_the_roi_and_its_sidecars_not_unrelated_files(tmp_path: Path) -> None:
