@@ -127,8 +127,11 @@ def _client(out: Path, tmp: Path) -> object:
     return GeoTessera(embeddings_dir=out, registry_dir=out, cache_dir=tmp / "gt-cache")
 
 
-def _check_round_trip(product: SyntheticProduct, out: Path, tmp: Path, atol: np.ndarray | None = None) -> None:
-    """geotessera's points and mosaic equal the product's values (``atol`` per pixel; 0 by default)."""
+def _check_round_trip(
+    product: SyntheticProduct, out: Path, tmp: Path, atol: np.ndarray | None = None, mosaic: bool = True
+) -> None:
+    """geotessera's points and (with ``mosaic``) mosaic equal the product's values (``atol`` per pixel; 0
+    by default)."""
     gt = _client(out, tmp)
     points, r, c = _points(product, 300)
     got = gt.sample_embeddings_at_points(points, year=YEAR, auto_download=False)  # type: ignore[attr-defined]
@@ -139,6 +142,8 @@ def _check_round_trip(product: SyntheticProduct, out: Path, tmp: Path, atol: np.
     tol = 0.0 if atol is None else atol[r, c][ok, None]
     assert np.all(np.abs(got[ok] - want[ok]) <= tol), np.abs(got[ok] - want[ok]).max()
     assert np.array_equal(got[~ok], np.zeros_like(got[~ok]))  # nodata reads as the reference's 0
+    if not mosaic:
+        return
 
     with rasterio.open(product.cog) as src:
         crs, transform, (h, w) = src.crs, src.transform, src.shape
@@ -427,6 +432,25 @@ def test_product_grid_must_be_projected_in_metres(
     with rasterio.open(out / LANDMASKS_DIR / f"{summary.tiles[0]}.tiff") as src:
         assert src.crs.to_epsg() == 27700 and src.res == (RES, RES)
     _check_round_trip(bng, out, tmp_path)
+    assert offline == []
+
+
+def test_roi_across_the_antimeridian(tmp_path: Path, offline: list[str]) -> None:
+    """An ROI on both sides of 180 degrees (UTM zone 60, Fiji) touches cells at 179.95 and -179.95,
+    and geotessera reads every point of it back (its mosaic refuses a bounding box across 180 degrees)."""
+    from pyproj import Transformer
+
+    from tests.productgen import HEIGHT, WIDTH
+
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32660", always_xy=True).transform(180.0, -16.5)
+    x0, y0 = round((x - WIDTH * RES / 2) / RES) * RES, round((y + HEIGHT * RES / 2) / RES) * RES
+    product = write_product(tmp_path / "base")
+    moved = _moved_product(product, tmp_path / "fiji", "EPSG:32660", Affine(RES, 0, x0, 0, -RES, y0))
+    out = tmp_path / "export"
+    summary = export_geotessera(load_roi(moved.roi, RES), moved.cog, YEAR, out)
+    lons = {name.split("_")[1] for name in summary.tiles}
+    assert {"179.95", "-179.95"} <= lons, summary.tiles
+    _check_round_trip(moved, out, tmp_path, mosaic=False)
     assert offline == []
 
 

@@ -112,9 +112,12 @@ def cells_touching(roi: RoiMask) -> list[Cell]:
     """
     grid = roi.grid
     west, south, east, north = rasterio.warp.transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=_DENSIFY)
+    columns = list(range(math.floor(west * 10), math.floor(east * 10) + 1))
+    if west > east:  # across the antimeridian: from west to 180 degrees, then from -180 to east
+        columns = [*range(math.floor(west * 10), 1800), *range(-1800, math.floor(east * 10) + 1)]
     touched = []
     for iy in range(math.floor(south * 10), math.floor(north * 10) + 1):
-        for ix in range(math.floor(west * 10), math.floor(east * 10) + 1):
+        for ix in columns:
             cell = Cell(ix * 10 + 5, iy * 10 + 5)
             if _overlaps(roi, cell):
                 touched.append(cell)
