@@ -91,7 +91,10 @@ def _hint(err: jsonschema.ValidationError) -> str:
         return f"write it as a plain number, e.g. {number!r} (YAML reads 1e-3 without a dot as text)"
     hints = {
         "additionalProperties": "remove that key or correct its spelling",
-        "unevaluatedProperties": "remove that key or correct its spelling (s2.offset_rule is a Sentinel-2 key)",
+        "unevaluatedProperties": (
+            "remove that key or correct its spelling "
+            "(s2.harmonised and s2.offset_rule are Sentinel-2 keys, s1.resampling a Sentinel-1 key)"
+        ),
         "required": "add the missing key",
         "type": f"set it to a value of type {err.validator_value}",
         "enum": "use one of the listed values",

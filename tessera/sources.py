@@ -187,6 +187,8 @@ def resolve_source(src_cfg: SourceConfig, kind: str) -> DataSource:
     if kind not in PROVIDERS[provider]:
         raise ConfigError(f"{kind}.source {provider!r} does not serve {kind.upper()}; pick another provider")
     merged = {**PROVIDERS[provider][kind], **{k: v for k, v in src.items() if k != "source"}}
+    # band by band: `assets: {B08: nir}` renames one band's asset and keeps the provider's others
+    merged["assets"] = {**PROVIDERS[provider][kind]["assets"], **src.get("assets", {})}
     for key in ("url", "collection"):
         if not merged.get(key):
             raise ConfigError(f"{kind}.source is {provider!r}: set {kind}.{key} in the config")

@@ -190,7 +190,7 @@ def _period_not_month_day(tmp: Path, base: str) -> Run:
 
 def _offset_rule_in_s1(tmp: Path, base: str) -> Run:
     s1 = {"source": "planetary-computer", "offset_rule": "acquisition-date"}
-    return config_case(tmp, ["'offset_rule' was unexpected", "s2.offset_rule is a Sentinel-2 key"], s1=s1)
+    return config_case(tmp, ["'offset_rule' was unexpected", "s2.offset_rule are Sentinel-2 keys"], s1=s1)
 
 
 def _config_not_yaml(tmp: Path, base: str) -> Run:

@@ -136,13 +136,18 @@ def test_period_window_must_have_ended() -> None:
         validate_config({"roi": "x", "years": [2024], "period": "10-01"}, today=today)
 
 
-def test_offset_rule_is_s2_only() -> None:
-    cfg = validate_config(
-        {"roi": "x", "years": [2022], "s2": {"source": "planetary-computer", "offset_rule": "acquisition-date"}}
-    )
-    assert cfg["s2"]["offset_rule"] == "acquisition-date"
-    with pytest.raises(ConfigError, match=r"s1: .*'offset_rule' was unexpected.*Sentinel-2 key"):
-        validate_config({"roi": "x", "years": [2022], "s1": {"source": "opera", "offset_rule": "acquisition-date"}})
+@pytest.mark.parametrize(
+    ("kind", "key", "value"),
+    [("s2", "offset_rule", "acquisition-date"), ("s2", "harmonised", False), ("s1", "resampling", "bilinear")],
+)
+def test_kind_specific_source_keys_are_refused_on_the_other_kind(kind: str, key: str, value: object) -> None:
+    """A key that only one kind's read uses is refused on the other, where it would change nothing but
+    the read's params (and so re-download that whole stage)."""
+    source = {"source": "planetary-computer", key: value}
+    assert validate_config({"roi": "x", "years": [2022], kind: source})[kind][key] == value
+    other = "s1" if kind == "s2" else "s2"
+    with pytest.raises(ConfigError, match=rf"{other}: .*'{key}' was unexpected.*Sentinel-2 keys"):
+        validate_config({"roi": "x", "years": [2022], other: source})
 
 
 def test_stage_settings_carry_the_new_keys_only_where_they_change_the_output() -> None:

@@ -38,8 +38,10 @@ def test_overrides_and_errors() -> None:
         "s2",
     )
     assert (src.url, src.collection, src.asset("B02")) == ("http://x", "c", "b2")
-    with pytest.raises(ConfigError, match="B03"):
-        src.asset("B03")
+    # band by band: the bands not given keep the provider's asset keys (a read needs every band)
+    assert src.asset("B03") == "B03" and src.asset("SCL") == "SCL"
+    with pytest.raises(ConfigError, match="B01"):
+        src.asset("B01")  # not a band the pipeline reads
     patch = src.href_patcher()
     assert patch is not None and patch("http://h/a.tif") == f"http://h/a.tif?{TEST_SAS_QUERY}"
     assert patch("http://h/a.tif?x=1") == f"http://h/a.tif?x=1&{TEST_SAS_QUERY}"
@@ -49,6 +51,15 @@ def test_overrides_and_errors() -> None:
         resolve_source(SourceConfig.from_dict({"source": "stac"}), "s1")
     with pytest.raises(ConfigError, match="does not serve"):
         resolve_source(SourceConfig.from_dict({"source": "opera"}), "s2")
+
+
+def test_unknown_band_names_in_assets_are_refused_at_parse() -> None:
+    from tessera.config import validate_config
+
+    with pytest.raises(ConfigError, match=r"s2/assets: 'B99' is not one of"):
+        validate_config({"roi": "x", "years": [2022], "s2": {"source": "planetary-computer", "assets": {"B99": "a"}}})
+    with pytest.raises(ConfigError, match=r"s1/assets: 'B02' is not one of \['vv', 'vh'\]"):
+        validate_config({"roi": "x", "years": [2022], "s1": {"source": "opera", "assets": {"B02": "a"}}})
 
 
 def test_earthdata_token(tmp_path: Path) -> None:
