@@ -137,6 +137,14 @@ def validate_config(config: Mapping[str, Any], *, today: dt.date | None = None) 
             f"exist from {FIRST_YEAR} to last year; fix `years` in the config"
         )
     _check_period(cfg, hi, today)
+    chunk_px = cfg["chunk_size_m"] / cfg["resolution"]
+    # a tile_size set larger than a chunk is a mistake; the default (500) at a coarse resolution is not
+    if "tile_size" in config and cfg["tile_size"] > chunk_px:
+        raise ConfigError(
+            f"tile_size = {cfg['tile_size']} px is larger than a chunk ({cfg['chunk_size_m']:g} m = {chunk_px:g} px at "
+            f"{cfg['resolution']:g} m): tiles are cut from chunks, so set tile_size to at most {int(chunk_px)} "
+            "or raise chunk_size_m"
+        )
     for key in ("s2", "s1"):
         src = cfg[key]
         if src["source"] == "stac" and not ("url" in src and "collection" in src):

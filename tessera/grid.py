@@ -403,7 +403,10 @@ def chunk_masks(roi: Roi, chunk_size_m: float) -> Iterator[tuple[Chunk, np.ndarr
     res = g.resolution
     step = round(chunk_size_m / res)
     if not math.isclose(step * res, chunk_size_m):
-        raise RoiError(f"chunk_size_m = {chunk_size_m} is not a multiple of resolution = {res}")
+        raise RoiError(
+            f"chunk_size_m = {chunk_size_m} is not a multiple of resolution = {res}; set chunk_size_m to a "
+            f"multiple of it (e.g. {max(step, 1) * res:g})"
+        )
     cx0, cx1 = math.floor(g.col / step), math.ceil((g.col + g.width) / step)
     cy0, cy1 = math.floor(g.row / step), math.ceil((g.row + g.height) / step)
     for cy in range(cy0, cy1):

@@ -128,6 +128,8 @@ def setup(config: dict[str, Any], *, check: bool = True) -> Setup:
             how to fix it.
     """
     cfg = parse_config(config)
+    if Path(cfg.results_dir).exists() and not Path(cfg.results_dir).is_dir():
+        raise ConfigError(f"results_dir {cfg.results_dir} is a file; set results_dir to a directory (new or existing)")
     results = Results(cfg.results_dir)
     if not Path(cfg.roi).exists():
         load_roi(cfg.roi)  # raises the RoiError that says so

@@ -193,6 +193,19 @@ def _offset_rule_in_s1(tmp: Path, base: str) -> Run:
     return config_case(tmp, ["'offset_rule' was unexpected", "s2.offset_rule are Sentinel-2 keys"], s1=s1)
 
 
+def _tile_larger_than_chunk(tmp: Path, base: str) -> Run:
+    says = ["tile_size = 400 px is larger than a chunk (1000 m = 100 px at 10 m)", "at most 100"]
+    return config_case(tmp, says, tile_size=400)
+
+
+def _results_dir_is_a_file(tmp: Path, base: str) -> Run:
+    notes = tmp / "results.txt"
+    notes.write_text("not a directory\n")
+    config = write_config(tmp, results_dir=str(notes))
+    says = [f"results_dir {notes} is a file", "set results_dir to a directory"]
+    return Run(says, [], argv=["plan", "--config", str(config)])
+
+
 def _config_not_yaml(tmp: Path, base: str) -> Run:
     config = tmp / "config.yaml"
     config.write_text("roi: [unclosed\nyears: 2022\n")
@@ -456,6 +469,8 @@ CASES = [
     Case("config-period-not-month-day", "PeriodError", _period_not_month_day),
     Case("config-offset-rule-in-s1", "ConfigError", _offset_rule_in_s1),
     Case("train-overlapping-tiles", "TileError", _train_overlapping_tiles),
+    Case("config-tile-larger-than-chunk", "ConfigError", _tile_larger_than_chunk),
+    Case("config-results-dir-is-a-file", "ConfigError", _results_dir_is_a_file),
 ]
 
 
