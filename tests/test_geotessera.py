@@ -276,6 +276,10 @@ def test_export_directory_conflicts(tmp_path: Path) -> None:
     first = {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))}
     export_geotessera(roi, product.cog, YEAR, out)  # a re-export of the same tiles replaces them
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))} == first
+    # and so does one of the `geotessera` target's directory, which holds Snakemake's stamp
+    (out / ".snakemake_timestamp").touch()
+    export_geotessera(roi, product.cog, YEAR, out)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))} == first
 
     other = write_product(tmp_path / "2023", year=2023)
     with pytest.raises(ExportConflictError, match=r"different registry \(4 tile\(s\) of 2022") as err:

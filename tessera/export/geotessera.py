@@ -319,11 +319,16 @@ def _export_files(year: int, names: Sequence[str]) -> set[str]:
     return files
 
 
+_SNAKEMAKE_STAMP = ".snakemake_timestamp"
+"""What Snakemake writes into a ``directory()`` output (the ``geotessera`` target's) when its job is done."""
+
+
 def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
     """Refuse to replace a directory that holds anything but a previous export of the same tiles.
 
     The export replaces ``out`` as a whole, so a previous export of the same tiles with a file no
-    export writes (``.tmp-*`` leftovers of `tessera.io.atomic_path` aside) is refused too.
+    export writes (``.tmp-*`` leftovers of `tessera.io.atomic_path` and the stamp Snakemake leaves in
+    the ``geotessera`` target's directory aside) is refused too.
     """
     if out.exists() and not out.is_dir():
         raise ExportConflictError(f"{out} is a file, not a directory; export to another directory (--out)")
@@ -344,7 +349,7 @@ def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
         foreign = sorted(
             rel
             for f in out.rglob("*")
-            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(".tmp-")
+            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(".tmp-") and f.name != _SNAKEMAKE_STAMP
             if (rel := f.relative_to(out).as_posix()) not in known
         )
         if not foreign:
