@@ -18,7 +18,7 @@ import yaml
 
 from tessera.config import validate_config
 from tessera.testing.demo import write_demo_config
-from tessera.testing.servers import DemoServers, demo_servers
+from tessera.testing.servers import DemoServers, demo_servers, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 ROI_BBOX = [0.089, 52.189, 0.117, 52.206]
@@ -142,3 +142,18 @@ def test_demo_config_and_clean_shutdown(demo_data_dir: Path, tmp_path: Path) -> 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
     assert os.path.exists(demo_data_dir / "items.ndjson")
+
+    # a rerun of the demo serves on the same ports (same URLs in its config and searches: nothing reruns)
+    with demo_servers(demo_data_dir, ports=(servers.pgstac.api_port, port)) as again:
+        assert (again.stac_url, again.cog_url) == (servers.stac_url, servers.cog_url)
+        assert requests.get(f"{again.stac_url}/collections").status_code == 200
+
+
+def test_free_port_prefers_the_given_port_when_it_is_free() -> None:
+    port = free_port()
+    assert free_port(port) == port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        other = free_port(port)
+    assert other != port and other > 0

@@ -16,6 +16,7 @@ and the workflow (``Snakefile``, ``rules/``, ``profiles/``) ships in the wheel a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -24,9 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tessera.io import atomic_path
+from tessera.io import atomic_path, write_json_atomic
 from tessera.results import Results
-from tessera.testing.servers import demo_servers
+from tessera.testing.servers import DemoServers, demo_servers
 from tessera.testing.world import DEMO_ROI, LABELS_FILE, generate_demo_data, is_generated
 
 __all__ = [
@@ -151,12 +152,14 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
     if not is_generated(data_dir, years, seed, DEMO_ROI):
         generate_demo_data(data_dir, years, seed, DEMO_ROI)
     config = workdir / "config.yaml"
-    with demo_servers(data_dir) as servers:
+    with demo_servers(data_dir, ports=_earlier_ports(workdir)) as servers:
+        _save_ports(workdir, servers)
         write_demo_config(config, servers.stac_url, years, results)
         if not train or {"-n", "--dry-run", "--dryrun"} & set(extra):
             rc = _snakemake(workdir, config, cores, [*EXPORT_TARGETS, *extra])
             if rc == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
                 say_exports(results, years)
+                say_dry_run(workdir, config)
             return rc
         rc = _snakemake(workdir, config, cores, [TILES_TARGET, *extra])
         if rc:
@@ -167,12 +170,41 @@ def run_demo(workdir: Path, cores: int, years: list[int], extra: list[str], seed
         if rc:
             return rc
     say_exports(results, years)
+    say_dry_run(workdir, config)
     for year in years:
         report = evaluate_demo(data_dir, results, year)
         print(
             f"\nProbe scores {year} (demo world labels; timing = the winter and spring crops):\n{format_table(report)}"
         )
     return 0
+
+
+_PORTS_FILE = "servers.json"
+"""The demo servers' ports, in the work directory: a rerun serves on the same ones where they are free."""
+
+
+def _earlier_ports(workdir: Path) -> tuple[int | None, int | None]:
+    """(STAC API, COG host) ports of the last demo in ``workdir``; None where there was none."""
+    try:
+        doc = json.loads((workdir / _PORTS_FILE).read_text())
+        return int(doc["stac_port"]), int(doc["cog_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _save_ports(workdir: Path, servers: DemoServers) -> None:
+    ports = {"stac_port": servers.pgstac.api_port, "cog_port": servers.range_server.port}
+    if _earlier_ports(workdir) != (ports["stac_port"], ports["cog_port"]):
+        if (workdir / _PORTS_FILE).exists():
+            log.warning("demo: the servers' earlier ports are taken: the searches run again (new URLs)")
+        write_json_atomic(workdir / _PORTS_FILE, ports)
+
+
+def say_dry_run(workdir: Path, config: Path) -> None:
+    """Tell the user how to see what a change to the demo's config would rerun."""
+    snakefile = workflow_dir() / "Snakefile"
+    command = f"cd {workdir} && snakemake -n -s {snakefile} --configfile {config.name}"
+    print(f"demo: to see what a change to {config} would rerun: {command}")
 
 
 def say_exports(results: Path, years: list[int]) -> None:

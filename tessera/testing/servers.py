@@ -51,11 +51,19 @@ INSTALL_HINT = (
 )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that is free right now: ``preferred`` if it is, else any."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # as the servers bind: a port whose last connections are in TIME_WAIT is free, a listened one is not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                log.info("port %d is taken; the server takes another", port)
+                continue
+            return int(s.getsockname()[1])
+    raise ServerError("no free TCP port on 127.0.0.1")  # binding to port 0 failed: no network at all
 
 
 def rewrite_hrefs(item: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -75,11 +83,12 @@ def _tail(path: Path, n: int = 2000) -> str:
 class PgStacServer:
     """PostgreSQL 15 + pgstac in a temporary cluster, served by stac-fastapi-pgstac, on 127.0.0.1."""
 
-    def __init__(self) -> None:
-        """Nothing runs until `start`."""
+    def __init__(self, api_port: int | None = None) -> None:
+        """Nothing runs until `start`; the API listens on ``api_port`` if it is free (else on any port)."""
         self.url = ""
         self.pg_port = 0
         self.api_port = 0
+        self._want_api_port = api_port
         self.tmp: Path | None = None
         self._api: subprocess.Popen[bytes] | None = None
         self._as_postgres: list[str] = []
@@ -136,7 +145,7 @@ class PgStacServer:
 
     def _start_api(self) -> None:
         assert self.tmp is not None
-        self.api_port = free_port()
+        self.api_port = free_port(self._want_api_port)
         self.url = f"http://127.0.0.1:{self.api_port}"
         app = "stac_fastapi.pgstac.app:create_app"
         cmd = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(self.api_port)]
@@ -217,8 +226,13 @@ def _ndjson(path: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def demo_servers(data_dir: Path, faults: FaultConfig | None = None) -> Iterator[DemoServers]:
+def demo_servers(
+    data_dir: Path, faults: FaultConfig | None = None, ports: tuple[int | None, int | None] = (None, None)
+) -> Iterator[DemoServers]:
     """Serve ``data_dir`` (from `tessera demo-data`): COGs over HTTP Range, items from pgstac.
+
+    ``ports`` (STAC API, COG host): the ports to listen on where free (a rerun of the demo serves on its
+    earlier ports, so the URLs in its config and searches stay the same and nothing reruns).
 
     Yields:
         The running servers; both are stopped when the block exits.
@@ -228,7 +242,8 @@ def demo_servers(data_dir: Path, faults: FaultConfig | None = None) -> Iterator[
     """
     data_dir = Path(data_dir)
     collections, items = _ndjson(data_dir / "collections.ndjson"), _ndjson(data_dir / "items.ndjson")
-    with RangeServer(data_dir, faults=faults) as cogs, PgStacServer() as pg:
+    stac_port, cog_port = ports
+    with RangeServer(data_dir, free_port(cog_port), faults) as cogs, PgStacServer(stac_port) as pg:
         pg.load(collections, [rewrite_hrefs(it, cogs.url) for it in items])
         yield DemoServers(pg.url, cogs.url, cogs, pg)
 
