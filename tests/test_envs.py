@@ -63,6 +63,11 @@ def test_post_deploy_installs_the_checkout_editable_without_dependencies(tmp_pat
         "--editable",
         str(ROOT),
     ]
+    # from an installed wheel the Snakefile exports the release (tessera.parsetime.export_project_root)
+    release = {**env, "TESSERA_PROJECT_ROOT": "tessera-pipeline==0.1.0"}
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env=release, check=True)
+    called = (tmp_path / "called").read_text().split()
+    assert called == ["-m", "pip", "install", "--no-deps", "--quiet", "tessera-pipeline==0.1.0"]
     unset = {k: v for k, v in env.items() if k != "TESSERA_PROJECT_ROOT"}
     res = subprocess.run(["bash", str(script)], cwd=tmp_path, env=unset, capture_output=True, text=True)
     assert res.returncode != 0 and "TESSERA_PROJECT_ROOT" in res.stderr
