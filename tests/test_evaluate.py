@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +15,25 @@ import rasterio
 import torch
 from affine import Affine
 
-from tessera.errors import ArchitectureError, ConfigError, LabelError
+from tessera.cli import main
+from tessera.errors import (
+    ArchitectureError,
+    ConfigError,
+    GridMismatchError,
+    LabelError,
+    ProductsMissingError,
+    UnsupportedProductError,
+)
 from tessera.evaluate import EvalSettings, evaluate, spatial_split
 from tessera.evaluate.features import product_features
 from tessera.evaluate.labels import NO_LABEL, read_labels
 from tessera.evaluate.run import _Pixels, _sample, product_baseline
+from tessera.grid import Grid
 from tessera.models.arch import architecture
 from tessera.tileio import read_tile
 from tessera.train import find_tiles
-from tests.traindata import WORLD, block_classes, write_label_raster, write_results
+from tessera.train.checkpoint import save_encoder
+from tests.traindata import WORLD, block_classes, tiny_config, write_label_raster, write_results
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +122,8 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
     )
     report = evaluate(settings, find_tiles([results], [2022]), tmp_path / "probe", checkpoint=checkpoint)
     assert list(report["features"]) == ["model", "random weights", "raw median"]
+    # a checkpoint without a training config: the random weights are seeded with --seed
+    assert report["random_weights"] == {"architecture": "demo", "seed": 1, "seed_from": "--seed"}
     assert report["subject"].startswith("checkpoint encoder.pt (demo architecture, v1.0 family, sha256 ")
     saved = json.loads((tmp_path / "probe.json").read_text())
     assert saved == json.loads(json.dumps(report))
@@ -254,3 +268,188 @@ def test_labels_outside_the_roi_and_single_class(results: Path, checkpoint: Path
     assert not (tmp_path / "x.json").exists()
     layers, _ = read_labels(far, [WORLD])
     assert (layers[0].classes == NO_LABEL).all()
+
+
+def write_product(
+    path: Path, values: np.ndarray, grid: Grid = WORLD, crs: str | None = None, nodata: float | None = None
+) -> Path:
+    """A float32 product COG of ``values`` (D, H, W) on ``grid`` (its CRS replaced by ``crs`` when given)."""
+    profile = {"driver": "GTiff", "height": values.shape[1], "width": values.shape[2], "count": values.shape[0]}
+    with rasterio.open(
+        path, "w", dtype="float32", crs=crs or grid.crs, transform=grid.transform, nodata=nodata, **profile
+    ) as dst:
+        dst.write(values.astype(np.float32))
+    return path
+
+
+def vector_labels(path: Path, rows: list[dict[str, object]]) -> Path:
+    """Vertical strips of WORLD, 120 m wide from its left edge, one per row of properties (EPSG:32630 GeoJSON)."""
+    left, top, bottom = WORLD.transform.c, WORLD.transform.f, WORLD.transform.f - 480
+
+    def strip(i: int) -> dict[str, object]:
+        x0, x1 = left + 120 * i, left + 120 * (i + 1)
+        return {"type": "Polygon", "coordinates": [[[x0, top], [x1, top], [x1, bottom], [x0, bottom], [x0, top]]]}
+
+    features = [{"type": "Feature", "properties": p, "geometry": strip(i)} for i, p in enumerate(rows)]
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32630"}}
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("grid", "crs", "problem"),
+    [
+        (WORLD, "EPSG:32631", "the product is in EPSG:32631, the tiles in EPSG:32630"),
+        (Grid("EPSG:32630", 20.0, 15000, -260000, 24, 24), None, "pixels are 20 x 20, the tiles' 10 x 10"),
+    ],
+)
+def test_a_product_on_another_grid_is_refused(
+    results: Path, tmp_path: Path, grid: Grid, crs: str | None, problem: str
+) -> None:
+    """Another CRS or pixel size than the tiles': the pixel offsets would read values from other places."""
+    tiles = [read_tile(t.path) for t in find_tiles([results], [2022])]
+    cog = write_product(tmp_path / "tessera_2022.tif", np.ones((4, grid.height, grid.width)), grid, crs)
+    with pytest.raises(GridMismatchError, match=f"product {cog} does not lie on .*{problem}.* \\(tiles a, d\\)"):
+        product_features(cog, tiles, np.array([0, 3]), np.array([0, 0]), names=["a", "b", "c", "d"])
+
+
+def test_a_product_off_the_tiles_pixel_lattice_is_refused(results: Path, tmp_path: Path) -> None:
+    tiles = [read_tile(t.path) for t in find_tiles([results], [2022])]
+    shifted = tmp_path / "tessera_2022.tif"
+    with rasterio.open(
+        shifted, "w", driver="GTiff", height=48, width=48, count=2, dtype="float32", crs=WORLD.crs,
+        transform=WORLD.transform @ Affine.translation(0.5, 0),
+    ) as dst:  # fmt: skip
+        dst.write(np.ones((2, 48, 48), np.float32))
+    with pytest.raises(GridMismatchError, match=r"corner \(300005, 5200000\) is off the tiles' pixel lattice"):
+        product_features(shifted, tiles, np.array([1]), np.array([5]))
+
+
+def test_product_pixels_outside_the_product_are_nan(results: Path, tmp_path: Path) -> None:
+    """A float product without nodata fills a boundless read with 0; those pixels have no embedding."""
+    tiles = [read_tile(t.path) for t in find_tiles([results], [2022])]
+    west = WORLD.window(0, 0, 24, 48)  # tiles 0_0 and 0_24 only
+    values = np.random.default_rng(1).normal(size=(3, 48, 24)) + 5
+    cog = write_product(tmp_path / "tessera_2022.tif", values, west)
+    got = product_features(cog, tiles, np.array([1, 2]), np.array([24 * 2 + 3, 7]))
+    np.testing.assert_allclose(got[0], values[:, 26, 3], rtol=1e-6)
+    assert np.isnan(got[1]).all()  # tile 24_0 lies east of the product
+
+
+def test_a_missing_or_unreadable_product_is_a_named_error(results: Path, tmp_path: Path) -> None:
+    sources = find_tiles([results], [2022])
+    labels = tmp_path / "labels.tif"  # never read: the product is checked first
+    with pytest.raises(ProductsMissingError, match=r"nope\.tif does not exist; the workflow's stitch step") as err:
+        evaluate(EvalSettings(labels=labels, year=2022), sources, tmp_path / "x", product=tmp_path / "nope.tif")
+    assert isinstance(err.value, FileNotFoundError)
+    text = tmp_path / "text.tif"
+    text.write_text("not a raster")
+    with pytest.raises(UnsupportedProductError, match=r"text\.tif is not a readable raster"):
+        evaluate(EvalSettings(labels=labels, year=2022), sources, tmp_path / "x", product=text)
+    tiles = [read_tile(t.path) for t in sources]
+    int8 = tmp_path / "tessera_2022.tif"
+    with rasterio.open(int8, "w", driver="GTiff", height=48, width=48, count=2, dtype="int8", crs=WORLD.crs,
+                       transform=WORLD.transform) as dst:  # fmt: skip
+        dst.write(np.ones((2, 48, 48), np.int8))
+    with pytest.raises(ProductsMissingError, match=r"tessera_2022_scales\.tif .* does not exist"):
+        product_features(int8, tiles, np.array([0]), np.array([0]))
+
+
+def test_cli_reports_a_missing_product_in_one_line(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["evaluate", "--product", str(tmp_path / "nope.tif"), "--labels", str(tmp_path / "l.tif"), "--data",
+            str(results), "--year", "2022"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: ProductsMissingError: product " in err and "Traceback" not in err
+
+
+def test_a_non_numeric_vector_target_is_a_label_error(results: Path, tmp_path: Path) -> None:
+    path = vector_labels(tmp_path / "v.geojson", [{"class": 1, "yield": "7.5"}, {"class": 2, "yield": "lots"}])
+    grids = [read_tile(t.path)[1] for t in find_tiles([results], [2022])]
+    with pytest.raises(LabelError, match="target column 'yield' holds 'lots', not a number; pass as --target-column"):
+        read_labels(path, grids, target_column="yield")
+    # an empty target is no target, not an error
+    path = vector_labels(tmp_path / "w.geojson", [{"class": 1, "yield": 7.5}, {"class": 2, "yield": None}])
+    layers, _ = read_labels(path, grids, target_column="yield")
+    assert layers[0].target is not None
+    assert float(layers[0].target[0, 0]) == 7.5 and np.isnan(layers[0].target[0, 20])
+
+
+def test_a_target_flag_of_the_other_label_type_is_refused(results: Path, tmp_path: Path) -> None:
+    grids = [read_tile(t.path)[1] for t in find_tiles([results], [2022])]
+    raster = write_label_raster(tmp_path / "labels.tif", block_classes())
+    with pytest.raises(LabelError, match=r"--target-column 'yield' applies to vector labels, .* with --target-band"):
+        read_labels(raster, grids, target_column="yield")
+    vector = vector_labels(tmp_path / "v.geojson", [{"class": 1, "yield": 1.0}, {"class": 2, "yield": 2.0}])
+    with pytest.raises(LabelError, match=r"--target-band 2 applies to raster labels, .* with --target-column"):
+        read_labels(vector, grids, target_band=2)
+
+
+@pytest.mark.parametrize("codes", [[1, None, 2], [1.0, None, 2.0]])
+def test_vector_features_without_a_class_are_skipped(
+    results: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, codes: list[float | None]
+) -> None:
+    """A null class is no class ('nan'), and integral floats (an int column with nulls) are integer codes."""
+    path = vector_labels(tmp_path / "v.geojson", [{"class": c} for c in codes])
+    grids = [read_tile(t.path)[1] for t in find_tiles([results], [2022])]
+    with caplog.at_level(logging.WARNING, logger="tessera.evaluate.labels"):
+        layers, names = read_labels(path, grids)
+    assert names == {}  # codes, named '1' and '2' by read_class_info
+    top_left = layers[0].classes  # columns 0-11: class 1, 12-23: the null feature, unlabelled
+    assert set(np.unique(top_left[:, :12])) == {1} and (top_left[:, 12:] == NO_LABEL).all()
+    assert set(np.unique(layers[2].classes[:, :12])) == {2}
+    assert "skipped 1 of 3 features whose 'class' is empty" in caplog.text
+
+
+def test_pixels_without_features_or_target_are_counted_as_dropped(results: Path, tmp_path: Path) -> None:
+    classes = block_classes()
+    labels = write_label_raster(tmp_path / "labels.tif", classes)
+    with rasterio.open(labels, "r+") as dst:  # no target (band 2 = nodata) in the bottom rows
+        target = dst.read(2)
+        target[40:] = 0
+        dst.write(target, 2)
+    values = np.random.default_rng(2).normal(size=(4, 48, 48))
+    values[:, :, :6] = np.nan  # no embedding in the west-most columns
+    cog = write_product(tmp_path / "tessera_2022.tif", values, nodata=float("nan"))
+    settings = EvalSettings(labels=labels, year=2022, target_band=2, block_px=6, max_per_class=100, source="stac")
+    report = evaluate(settings, find_tiles([results], [2022]), tmp_path / "probe", product=cog, random_arch="demo")
+    px = report["pixels"]
+    by = px["dropped_by"]
+    assert by["no_features"] > 0 and by["no_target"] > 0 and by["split_gap"] > 0
+    assert px["no_features_by_set"]["model"] == by["no_features"]
+    assert px["no_features_by_set"]["raw median"] == 0
+    assert px["dropped"] == by["no_features"] + by["no_target"] + by["split_gap"]
+    assert px["sampled"] == px["train"] + px["test"] + px["dropped"] <= 300
+    markdown = (tmp_path / "probe.md").read_text()
+    assert f"{px['dropped']} dropped: {by['split_gap']} in the gaps" in markdown
+    assert f"{by['no_features']} without a value in every feature set (model {by['no_features']})" in markdown
+
+
+def test_random_weights_are_seeded_with_the_checkpoints_training_seed(results: Path, tmp_path: Path) -> None:
+    arch = architecture("demo")
+    trained = tmp_path / "encoder.pt"
+    save_encoder(trained, arch, arch.build(seed=5), {"config": tiny_config(seed=7).to_dict()}, step=12)
+    labels = write_label_raster(tmp_path / "labels.tif", block_classes())
+    sources = find_tiles([results], [2022])
+    settings = EvalSettings(labels=labels, year=2022, block_px=6, max_per_class=40, seed=1)
+    report = evaluate(settings, sources, tmp_path / "probe", checkpoint=trained)
+    assert report["random_weights"] == {"architecture": "demo", "seed": 7, "seed_from": "checkpoint"}
+    assert "(seed 7, the checkpoint's training seed" in report["features"]["random weights"]["description"]
+    assert report["split"]["seed"] == 1
+    again = evaluate(replace(settings, random_seed=11), sources, tmp_path / "p", checkpoint=trained)
+    assert again["random_weights"] == {"architecture": "demo", "seed": 11, "seed_from": "--random-seed"}
+
+
+def test_an_unknown_random_arch_is_refused_before_any_embedding(
+    results: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_embeddings(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("embeddings computed before the architecture name was checked")
+
+    monkeypatch.setattr("tessera.evaluate.run.model_features", no_embeddings)
+    labels = write_label_raster(tmp_path / "labels.tif", block_classes())
+    with pytest.raises(ArchitectureError, match="unknown architecture 'v9'"):
+        evaluate(EvalSettings(labels=labels, year=2022), find_tiles([results], [2022]), tmp_path / "x",
+                 checkpoint=checkpoint, random_arch="v9")  # fmt: skip

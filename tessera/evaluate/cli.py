@@ -51,6 +51,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         knn_k=args.k,
         seed=args.seed,
+        random_seed=args.random_seed,
         device=args.device,
         source=args.source,
     )
@@ -80,14 +81,23 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="report prefix (default with --product: <product>_probe)")
     p.add_argument("--classes", default=None, help='JSON {"classes": {code: name}, "groups": {name: [codes]}}')
     p.add_argument("--label-column", default="class", help="vector labels: class column (default class)")
-    p.add_argument("--target-column", default=None, help="vector labels: numeric column to regress")
-    p.add_argument("--target-band", type=int, default=None, help="raster labels: band to regress")
+    p.add_argument(
+        "--target-column", default=None, help="vector labels only: numeric column to regress (empty = no target)"
+    )
+    p.add_argument("--target-band", type=int, default=None, help="raster labels only: band to regress")
     p.add_argument("--max-per-class", type=int, default=2000, help="labelled pixels drawn per class (default 2000)")
     p.add_argument("--block-px", type=int, default=16, help="spatial split block side in pixels (default 16)")
     p.add_argument("--gap-px", type=int, default=1, help="gap between train and test pixels (default 1)")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of blocks in the test set (default 0.3)")
     p.add_argument("--k", type=int, default=5, help="neighbours of the k-NN probe (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling, split and random weights (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, split and probes (default 0)")
+    p.add_argument(
+        "--random-seed",
+        type=int,
+        default=None,
+        help="seed of the random-weights baseline (default: the training seed a tessera train checkpoint records, "
+        "so the baseline is the model its training started from; else --seed)",
+    )
     p.add_argument(
         "--random-arch",
         default=None,

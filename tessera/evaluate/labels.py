@@ -4,8 +4,9 @@
   "unlabelled". It is resampled onto each tile's grid with nearest neighbour, in any CRS.
   ``target_band`` names a band holding a regression target (NaN / nodata = none).
 * Vector (GeoPackage, Shapefile, GeoJSON...): ``column`` holds the class of each polygon (numbers or
-  names; names get codes 1, 2, ... in sorted order), ``target_column`` optionally a number to
-  regress. Polygons are burnt onto each tile's grid (pixel centres inside; later features win).
+  names; names get codes 1, 2, ... in sorted order; integral floats such as 1.0 are the codes 1;
+  features with an empty class are skipped), ``target_column`` optionally a number to regress.
+  Polygons are burnt onto each tile's grid (pixel centres inside; later features win).
 
 Class names come from a JSON file ``{"classes": {"<code>": "<name>"}, "groups": {"<group>": [codes]}}``
 when one is given (groups are reported as the macro F1 over their classes), else from the codes.
@@ -121,19 +122,64 @@ def _vector_shapes(path: Path, column: str, target_column: str | None) -> tuple[
             f"labels {path} are neither a raster nor a vector file ({exc}); point --labels at one"
         ) from exc
     fields = list(meta.get("fields", []))
-    for name in (column, target_column):
+    for name, flag in ((column, "--label-column"), (target_column, "--target-column")):
         if name is not None and name not in fields:
-            raise LabelError(f"labels {path} have no column {name!r} (columns: {fields}); pass --label-column")
+            raise LabelError(f"labels {path} have no column {name!r} (columns: {fields}); pass {flag}")
     if geoms is None or meta.get("crs") is None:
         raise LabelError(f"labels {path} have no geometries or no CRS; use a vector file with polygons and a CRS")
     raw_classes = values[fields.index(column)]
-    numeric = all(isinstance(v, int | np.integer) for v in raw_classes)
-    names = sorted({str(v) for v in raw_classes})
-    codes = [int(v) for v in raw_classes] if numeric else [names.index(str(v)) + 1 for v in raw_classes]
-    code_names = {} if numeric else {i + 1: n for i, n in enumerate(names)}
-    targets = values[fields.index(target_column)] if target_column else [np.nan] * len(codes)
-    shapes = [(g, c, float(t)) for g, c, t in zip(shapely.from_wkb(geoms), codes, targets, strict=True) if g]
+    raw_targets = values[fields.index(target_column)] if target_column else [None] * len(raw_classes)
+    has_class = np.array([not _is_null(v) for v in raw_classes], bool)
+    if not has_class.all():
+        logger.warning(
+            "labels %s: skipped %d of %d features whose %r is empty (null)",
+            path, int((~has_class).sum()), len(raw_classes), column,
+        )  # fmt: skip
+    if len(has_class) and not has_class.any():
+        raise LabelError(
+            f"labels {path}: every feature's {column!r} is empty (null); fill in the classes, or pass the class "
+            "column with --label-column"
+        )
+    kept = [v for v, ok in zip(raw_classes, has_class, strict=True) if ok]
+    codes, code_names = _class_codes(kept)
+    targets = [_target(path, target_column, t) for t, ok in zip(raw_targets, has_class, strict=True) if ok]
+    geometries = [g for g, ok in zip(shapely.from_wkb(geoms), has_class, strict=True) if ok]
+    shapes = [(g, c, t) for g, c, t in zip(geometries, codes, targets, strict=True) if g]
     return shapes, code_names, meta["crs"]
+
+
+def _is_null(value: Any) -> bool:
+    """A missing attribute: None, or NaN (pyogrio reads a numeric column with nulls as float with NaN)."""
+    return value is None or (isinstance(value, float | np.floating) and bool(np.isnan(value)))
+
+
+def _class_codes(raw: Sequence[Any]) -> tuple[list[int], dict[int, str]]:
+    """Integer class codes of the (non-null) class values and the names of codes that stand for names.
+
+    Integers, and floats that are all integral (an integer column with nulls reads as float), are the
+    codes themselves; anything else is a name, coded 1, 2, ... in sorted order (numbers by value).
+    """
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in raw):
+        return [int(v) for v in raw], {}
+    numbers = all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in raw)
+    if numbers and all(float(v).is_integer() for v in raw):
+        return [int(v) for v in raw], {}
+    names = sorted({str(v) for v in raw}, key=float if numbers else str)
+    index = {n: i + 1 for i, n in enumerate(names)}
+    return [index[str(v)] for v in raw], {i: n for n, i in index.items()}
+
+
+def _target(path: Path, column: str | None, value: Any) -> float:
+    """A regression target as a float (NaN: none, for a null value)."""
+    if _is_null(value):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LabelError(
+            f"labels {path}: target column {column!r} holds {value!r}, not a number; pass as --target-column a "
+            "numeric column (empty values are fine: those features get no target)"
+        ) from None
 
 
 def _vector_layer(shapes: list[Any], crs: Any, grid: Grid, with_target: bool) -> LabelLayer:
@@ -166,7 +212,9 @@ def read_labels(
     """Labels on each tile grid, and the names of vector class codes.
 
     Raises:
-        LabelError: The file is missing or unreadable, lacks a CRS, the column or band is missing.
+        LabelError: The file is missing or unreadable, lacks a CRS, the column or band is missing, a target
+            value is not a number, or a target flag is of the other kind of labels (``target_column`` for
+            a raster, ``target_band`` for a vector file).
     """
     file = Path(path)
     if not file.exists():
@@ -176,6 +224,14 @@ def read_labels(
             is_raster = True
     except rasterio.errors.RasterioIOError:
         is_raster = False
+    kind, other = ("raster", "vector") if is_raster else ("vector", "raster")
+    wrong = ("--target-column", target_column) if is_raster else ("--target-band", target_band)
+    if wrong[1] is not None:
+        right = "--target-band <band>" if is_raster else "--target-column <numeric column>"
+        raise LabelError(
+            f"{wrong[0]} {wrong[1]!r} applies to {other} labels, but {file} is a {kind}; name the target of "
+            f"{kind} labels with {right}, or leave {wrong[0]} out"
+        )
     if is_raster:
         return [_raster_layer(file, g, target_band) for g in grids], {}
     shapes, names, crs = _vector_shapes(file, column, target_column)

@@ -53,6 +53,20 @@ def _predictions_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
         tmp.write_text(buffer.getvalue())
 
 
+def _dropped(px: Mapping[str, Any]) -> str:
+    """``"<n> dropped: <a> in the gaps between train and test blocks, <b> without features, ..."``."""
+    by = px.get("dropped_by")
+    if not by:
+        return f"{px['dropped']} dropped"
+    parts = [f"{by.get('split_gap', 0)} in the gaps between train and test blocks"]
+    if by.get("no_features"):
+        sets = ", ".join(f"{k} {n}" for k, n in px.get("no_features_by_set", {}).items() if n)
+        parts.append(f"{by['no_features']} without a value in every feature set ({sets})")
+    if by.get("no_target"):
+        parts.append(f"{by['no_target']} without a target")
+    return f"{px['dropped']} dropped: " + ", ".join(parts)
+
+
 def _markdown(report: Mapping[str, Any], png_name: str) -> str:
     names = report["classes"]
     groups = list(report["groups"])
@@ -62,7 +76,7 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
         "",
         f"Labels `{report['labels']}`, year {report['year']}: {px['labelled']} labelled pixels, {px['sampled']} "
         f"sampled (seed {report['split']['seed']}), {px['train']} train / {px['test']} test in spatial blocks of "
-        f"{report['split']['block_px']} px with a {report['split']['gap_px']} px gap ({px['dropped']} dropped).",
+        f"{report['split']['block_px']} px with a {report['split']['gap_px']} px gap ({_dropped(px)}).",
         "",
         "| features | probe | accuracy | macro F1 |" + "".join(f" {g} macro F1 |" for g in groups),
         "|---|---|---|---|" + "---|" * len(groups),

@@ -5,8 +5,11 @@
 2. Spatial split (`tessera.evaluate.split`): blocks of the global grid, a gap between the sides.
 3. Feature sets: ``model`` (the checkpoint's embeddings, computed as the workflow computes them, or
    the product's), ``random weights`` (the same architecture with seeded random weights: what training
-   starts from) and ``raw median`` (each pixel's median of its valid S2 observations, 10 bands: a
+   starts from; the seed is the checkpoint's training seed when it records one, see `EvalSettings.random_seed`)
+   and ``raw median`` (each pixel's median of its valid S2 observations, 10 bands: a
    single annual composite).
+   Pixels without a value in every set (outside a product, say), or without a regression target, are
+   dropped before the split; the report counts them.
 4. Probes (`tessera.evaluate.probes`) on each set; scores, predictions and confusion matrices go to
    the report (`tessera.evaluate.report`).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,13 @@ import numpy as np
 
 from tessera import models
 from tessera.errors import ArchitectureError, ConfigError, LabelError
-from tessera.evaluate.features import model_features, product_features, random_weights_model, raw_median_features
+from tessera.evaluate.features import (
+    check_product,
+    model_features,
+    product_features,
+    random_weights_model,
+    raw_median_features,
+)
 from tessera.evaluate.labels import NO_LABEL, ClassInfo, LabelLayer, read_class_info, read_labels
 from tessera.evaluate.probes import PROBES, class_metrics, fit_predict, regression_metrics
 from tessera.evaluate.report import write_report
@@ -68,7 +78,10 @@ class EvalSettings:
     knn_k: int = 5
     """Neighbours of the k-NN probe."""
     seed: int = 0
-    """Seeds the sampling, the split and the random-weights model."""
+    """Seeds the sampling, the split and the probes (and the random-weights model, see `random_seed`)."""
+    random_seed: int | None = None
+    """Seeds the random-weights model. None: the training seed a checkpoint of `tessera.train` records
+    in its ``config`` (so the baseline is the very model its training started from), else `seed`."""
     device: str = "cpu"
     """Where the models run."""
     source: str | None = None
@@ -156,11 +169,21 @@ def _sample(px: _Pixels, per_class: int, seed: int, labels: Path) -> _Pixels:
     return px.take(chosen[np.lexsort((px.col[chosen], px.row[chosen], px.epsg[chosen]))])
 
 
+def _training_seed(checkpoint: Path) -> int | None:
+    """The ``config.seed`` a checkpoint of `tessera.train` records (`tessera.train.checkpoint`), or None."""
+    payload = models.load_payload(checkpoint, mmap=True)
+    config = payload.get("config") if isinstance(payload, Mapping) else None
+    seed = config.get("seed") if isinstance(config, Mapping) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def _feature_sets(
-    s: EvalSettings, tiles: list[Any], px: _Pixels, checkpoint: Path | None, product: Path | None, arch: str | None
-) -> tuple[dict[str, tuple[str, np.ndarray]], str]:
-    """``{name: (description, features)}`` and the report's subject."""
+    s: EvalSettings, tiles: list[Any], names: list[str], px: _Pixels, checkpoint: Path | None, product: Path | None,
+    arch: str | None,
+) -> tuple[dict[str, tuple[str, np.ndarray]], str, dict[str, Any]]:  # fmt: skip
+    """``{name: (description, features)}``, the report's subject and how the random-weights model was made."""
     sets: dict[str, tuple[str, np.ndarray]] = {}
+    trained_seed = None
     if checkpoint is not None:
         source = s.source or "planetary-computer"
         loaded = models.load(checkpoint, "cpu", source=source)
@@ -169,20 +192,34 @@ def _feature_sets(
         subject = f"checkpoint {checkpoint.name} ({kind}, sha256 {str(loaded.checkpoint_sha256)[:12]})"
         feats = model_features(loaded, tiles, px.tile, px.pix, s.year, s.device)
         sets["model"] = (f"embeddings of {subject}", feats)
-        base = Architecture.from_dict(loaded.architecture or {}) if arch is None else architecture(arch)
+        own = Architecture.from_dict(loaded.architecture or {})
+        base = own if arch is None else architecture(arch)
+        if base == own:  # the training seed gives this architecture's starting weights, not another's
+            trained_seed = _training_seed(checkpoint)
     else:
         assert product is not None
         subject = f"product {product.name}"
-        sets["model"] = (f"embeddings read from {product}", product_features(product, tiles, px.tile, px.pix))
+        feats = product_features(product, tiles, px.tile, px.pix, names)
+        sets["model"] = (f"embeddings read from {product}", feats)
         base, source = product_baseline(product, arch, s.source)
-    rnd = random_weights_model(base, s.seed, source)
+    if s.random_seed is not None:
+        seed, origin, why = s.random_seed, "--random-seed", "--random-seed"
+    elif trained_seed is not None:
+        seed, origin = trained_seed, "checkpoint"
+        why = "the checkpoint's training seed: the weights its training started from"
+    else:
+        seed, origin = s.seed, "--seed"
+        lacks = "the product does not record" if product is not None else "the checkpoint records no"
+        why = f"--seed; {lacks} training seed"
+    rnd = random_weights_model(base, seed, source)
     sets["random weights"] = (
-        f"{base.name} architecture with seeded random weights (seed {s.seed})",
+        f"{base.name} architecture with seeded random weights (seed {seed}, {why})",
         model_features(rnd, tiles, px.tile, px.pix, s.year, s.device),
     )
     median = raw_median_features(tiles, px.tile, px.pix)
     sets["raw median"] = ("per-pixel median of the valid S2 observations, 10 bands", median)
-    return sets, subject
+    random = {"architecture": base.name, "seed": seed, "seed_from": origin}
+    return sets, subject, random
 
 
 def product_baseline(product: Path, arch: str | None = None, source: str | None = None) -> tuple[Architecture, str]:
@@ -281,12 +318,20 @@ def evaluate(
         The report (as written to the JSON file).
 
     Raises:
-        LabelError: Labels unreadable, outside the tiles, a single class, or too few pixels to split.
-        CheckpointError, ArchitectureError, TileError: Bad checkpoint, architecture name or tile; a product whose
-            family has several architectures and no ``random_arch``.
+        LabelError: Labels unreadable, outside the tiles, a single class, or too few pixels to split; a target
+            flag of the other kind of labels.
+        CheckpointError, ArchitectureError, TileError: Bad checkpoint, architecture name (checked first) or tile;
+            a product whose family has several architectures and no ``random_arch``.
+        ProductsMissingError, UnsupportedProductError, GridMismatchError: The product (or its scales) does not
+            exist (checked first), is not a raster, or does not lie on the pixel grid of the labelled tiles.
     """
     if (checkpoint is None) == (product is None):
         raise LabelError("give exactly one of a checkpoint or a product to evaluate; pass --checkpoint or --product")
+    # what can be checked before any label is read or any embedding computed
+    if random_arch is not None:
+        architecture(random_arch)
+    if product is not None:
+        check_product(product, [])
     tiles = [read_tile(src.path) for src in sources]
     layers, vector_names = read_labels(
         s.labels, [g for _, g in tiles], column=s.label_column, target_column=s.target_column,
@@ -294,18 +339,33 @@ def evaluate(
     )  # fmt: skip
     labelled = _labelled(tiles, layers, s.labels)
     px = _sample(labelled, s.max_per_class, s.seed, s.labels)
-    sets, subject = _feature_sets(s, tiles, px, checkpoint, product, random_arch)
-    finite = np.all([np.isfinite(f).all(axis=1) for _, f in sets.values()], axis=0)
+    names = [src.name for src in sources]
+    sets, subject, random = _feature_sets(s, tiles, names, px, checkpoint, product, random_arch)
+    has_features = np.all([np.isfinite(f).all(axis=1) for _, f in sets.values()], axis=0)
+    finite = has_features.copy()
     if s.target_column is not None or s.target_band is not None:
         finite &= np.isfinite(px.target)
+    n_sampled = len(px.pix)
+    no_features = {k: int((~np.isfinite(f).all(axis=1)).sum()) for k, (_, f) in sets.items()}
+    dropped = {"no_features": int((~has_features).sum()), "no_target": int((has_features & ~finite).sum())}
+    if dropped["no_features"]:
+        logger.warning(
+            "%d of the %d sampled pixels have no value in some feature set (%s) and are dropped",
+            dropped["no_features"], n_sampled, ", ".join(f"{k}: {n}" for k, n in no_features.items() if n),
+        )  # fmt: skip
+    if dropped["no_target"]:
+        logger.warning("%d of the %d sampled pixels have no target and are dropped", dropped["no_target"], n_sampled)
     px = px.take(finite)
     sets = {k: (d, f[finite]) for k, (d, f) in sets.items()}
     split = spatial_split(px.col, px.row, px.epsg, block=s.block_px, gap=s.gap_px, test_fraction=s.test_fraction,
                           seed=s.seed)  # fmt: skip
     if not split.train.any() or not split.test.any() or len(np.unique(px.label[split.train])) < 2:
+        without = ", ".join(f"{k}: {n}" for k, n in no_features.items() if n) or "none"
         raise LabelError(
             f"labels {s.labels} cover too few blocks for a spatial split ({int(split.train.sum())} train, "
-            f"{int(split.test.sum())} test pixels); use labels over a larger area, or lower --block-px"
+            f"{int(split.test.sum())} test of {n_sampled} sampled pixels; {dropped['no_features']} dropped without "
+            f"features ({without}), {dropped['no_target']} without a target); use labels over a larger area, or "
+            "lower --block-px"
         )
     info = read_class_info(s.classes_file, sorted(int(c) for c in np.unique(px.label)), vector_names)
     scores, predictions, confusions = _probe_all(s, sets, px, split.train, split.test, info)
@@ -318,12 +378,15 @@ def evaluate(
         "groups": info.groups,
         "pixels": {
             "labelled": len(labelled.pix),
-            "sampled": len(px.pix),
+            "sampled": n_sampled,
             "train": n_train,
             "test": n_test,
-            "dropped": len(px.pix) - n_train - n_test,
+            "dropped": n_sampled - n_train - n_test,
+            "dropped_by": {**dropped, "split_gap": len(px.pix) - n_train - n_test},
+            "no_features_by_set": no_features,
         },
         "split": {"block_px": s.block_px, "gap_px": s.gap_px, "test_fraction": s.test_fraction, "seed": s.seed},
+        "random_weights": random,
         "probes": list(PROBES),
         "knn_k": s.knn_k,
         **scores,

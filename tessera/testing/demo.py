@@ -131,7 +131,9 @@ def evaluate_demo(data_dir: Path, results: Path, year: int) -> dict[str, Any]:
     seed = load_train_config(DEMO_TRAIN_CONFIG).seed
     product = Path(Results(str(results)).product(year))
     labels = data_dir / LABELS_FILE
-    settings = EvalSettings(labels=labels, year=year, classes_file=labels.with_suffix(".json"), seed=seed)
+    settings = EvalSettings(
+        labels=labels, year=year, classes_file=labels.with_suffix(".json"), seed=seed, random_seed=seed
+    )
     out = product.with_name(f"{product.stem}_probe")
     return evaluate(settings, find_tiles([results], [year]), out, product=product, random_arch="demo")
 
