@@ -324,7 +324,7 @@ def read_s2(
                     continue
                 spectral = data[:-1]
                 acquired = item_time(item).date()
-                if s2.offset_applies(source.offset_rule, item.properties, source.harmonised, acquired):
+                if s2.offset_applies(source.offset_rule, item.properties, source.harmonised, acquired, source.provider):
                     spectral = s2.apply_baseline_offset(spectral)
                     qa.offset_removed.append(item.id)
                 merger.add(spectral, data[-1])

@@ -85,7 +85,9 @@ def needs_offset_by_date(acquired: dt.date, harmonised: bool) -> bool:
     return not harmonised and acquired > REFERENCE_CUTOVER
 
 
-def offset_applies(rule: str, properties: Mapping[str, Any], harmonised: bool, acquired: dt.date) -> bool:
+def offset_applies(
+    rule: str, properties: Mapping[str, Any], harmonised: bool, acquired: dt.date, provider: str | None = None
+) -> bool:
     """Whether to remove the offset from one item under ``rule`` (`OFFSET_RULES`).
 
     Args:
@@ -93,6 +95,9 @@ def offset_applies(rule: str, properties: Mapping[str, Any], harmonised: bool, a
         properties: The item's STAC properties.
         harmonised: The source already removed the offset (`tessera.sources.DataSource.harmonised`).
         acquired: The item's UTC acquisition date.
+        provider: The source's provider (`tessera.sources.DataSource.provider`). Under
+            ``acquisition-date`` an ``earth-search`` item is never corrected, even on a source
+            configured ``harmonised: false``: the reference never corrects Earth Search.
 
     Raises:
         ValueError: ``rule`` is not one of `OFFSET_RULES`.
@@ -100,7 +105,7 @@ def offset_applies(rule: str, properties: Mapping[str, Any], harmonised: bool, a
     if rule == "processing-baseline":
         return needs_offset(properties, harmonised)
     if rule == "acquisition-date":
-        return needs_offset_by_date(acquired, harmonised)
+        return provider != "earth-search" and needs_offset_by_date(acquired, harmonised)
     raise ValueError(f"unknown s2 offset rule {rule!r}; use one of {list(OFFSET_RULES)}")
 
 

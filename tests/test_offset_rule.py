@@ -56,6 +56,17 @@ def test_offset_rules(
     assert offset_applies("acquisition-date", props, harmonised, acquired) is by_date, case
 
 
+def test_earth_search_configured_not_harmonised() -> None:
+    """An Earth Search source set to ``harmonised: false``: our rule reads each item's baseline, the
+    reference's never corrects Earth Search, whatever the date."""
+    props, acquired = _props("05.10"), D(2023, 6, 1)
+    assert offset_applies("processing-baseline", props, PC, acquired, "earth-search")
+    assert not offset_applies("acquisition-date", props, PC, acquired, "earth-search")
+    # a generic STAC source that is not harmonised is treated as the Planetary Computer is
+    assert offset_applies("acquisition-date", props, PC, acquired, "stac")
+    assert offset_applies("acquisition-date", props, PC, acquired, "planetary-computer")
+
+
 def test_reference_cutover_is_strict() -> None:
     assert D(2022, 1, 25) == REFERENCE_CUTOVER
     assert not needs_offset_by_date(REFERENCE_CUTOVER, harmonised=False)
