@@ -175,8 +175,10 @@ def test_demo_model_when_no_checkpoint(caplog: pytest.LogCaptureFixture) -> None
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pt"
-    with pytest.raises(CheckpointError, match=r"nope\.pt"):
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
         tm.load(missing)
+    with pytest.raises(CheckpointError, match=r"is a directory; set model\.checkpoint to the checkpoint file in it"):
+        tm.load(tmp_path)
 
 
 def test_corrupt_file(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def load_payload(path: Path, *, mmap: bool = False) -> Any:
     Raises:
         CheckpointError: If the file is missing, unreadable, or needs arbitrary code to unpickle.
     """
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; set model.checkpoint to the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check model.checkpoint in the config")
     try:
