@@ -411,6 +411,17 @@ def _evaluate_single_class(tmp: Path, base: str) -> Run:
     return evaluate_run(tmp, np.full((48, 48), 2), WORLD.transform, ["single class (2)", "two or more classes"])
 
 
+def _evaluate_product_missing(tmp: Path, base: str) -> Run:
+    """``tessera evaluate --product`` of a product that was never made: refused before any label is read."""
+    results = write_results(tmp / "results")
+    labels = write_label_raster(tmp / "labels.tif", block_classes(), WORLD.transform)
+    product, prefix = tmp / "results" / "2022" / "products" / "tessera_2022.tif", tmp / "probe"
+    argv = ["evaluate", "--product", str(product), "--labels", str(labels), "--data", str(results)]
+    outputs = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", "_confusion.png", "_predictions.csv")]
+    says = [f"product {product} does not exist", "point --product at an existing product"]
+    return Run(says, outputs, argv=[*argv, "--year", "2022", "--out", str(prefix)])
+
+
 def _export_without_products(tmp: Path, _: str) -> Run:
     """``tessera export geotessera`` for a year whose products were never made."""
     out = tmp / "results" / "2022" / "geotessera"
@@ -471,6 +482,7 @@ CASES = [
     Case("train-overlapping-tiles", "TileError", _train_overlapping_tiles),
     Case("config-tile-larger-than-chunk", "ConfigError", _tile_larger_than_chunk),
     Case("config-results-dir-is-a-file", "ConfigError", _results_dir_is_a_file),
+    Case("evaluate-product-missing", "ProductsMissingError", _evaluate_product_missing),
 ]
 
 
