@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import math
 import shutil
@@ -33,7 +34,7 @@ from tessera.train import TrainConfig, barlow_twins_loss, find_tiles, learning_r
 from tessera.train.config import train_schema
 from tessera.train.data import PixelStream, scan
 from tessera.train.views import draw, to_tensors, view_seeds
-from tests.traindata import tiny_config, write_results
+from tests.traindata import WORLD_ORIGIN, tiny_config, write_results
 
 # --- loss ------------------------------------------------------------------------------------------
 
@@ -154,6 +155,59 @@ def test_find_tiles_and_missing_year(results: Path) -> None:
     with pytest.raises(NoTilesError, match="no tiles for year 2021") as err:
         find_tiles([results], [2021, 2022])
     assert isinstance(err.value, FileNotFoundError)
+
+
+def test_the_order_of_the_data_roots_changes_nothing(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two regions exported alike (the same tile names) give one run, whatever the order of --data."""
+    east = write_results(tmp_path / "east", seed=4, origin=(WORLD_ORIGIN[0] + 480, WORLD_ORIGIN[1]))
+    ordered = find_tiles([results, east], [2022])
+    assert ordered == find_tiles([east, results], [2022]) and len(ordered) == 8
+    # same names, told apart by grid position in the order and by their files' sha256 in the provenance
+    assert ordered[0].name == ordered[1].name == "2022/tiles/chunk/0_0_24_24"
+    provenance = scan(ordered[:2], 5, 48).provenance
+    assert provenance[0]["tile"] == provenance[1]["tile"] and provenance[0]["sha256"] != provenance[1]["sha256"]
+    # same names and grid positions (a copy with other reflectances whose ROI is empty, so no pixel is
+    # counted twice): ordered by content
+    twin = shutil.copytree(results, tmp_path / "twin")
+    for tile in find_tiles([twin], [2022]):
+        np.save(tile.path / "bands.npy", np.load(tile.path / "bands.npy") + np.uint16(1))
+        with rasterio.open(tile.path / "roi.tiff", "r+") as roi:
+            roi.write(np.zeros((roi.height, roi.width), roi.dtypes[0]), 1)
+    assert find_tiles([results, twin], [2022]) == find_tiles([twin, results], [2022])
+    # a run started with one order resumes with the other, and ends with the bytes of an uninterrupted run
+    settings = tmp_path / "train.yaml"
+    settings.write_text(yaml.safe_dump(tiny_config().to_dict()))
+    argv = ["train", "--years", "2022", "--train-config", str(settings), "--out-dir", str(tmp_path / "out")]
+    assert main([*argv, "--data", str(results), str(east), "--max-seconds", "1e-9"]) == 0
+    assert main([*argv, "--data", str(east), str(results)]) == 0
+    assert "ResumeMismatchError" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["resumed_at_step"] == 1
+    straight = train(tiny_config(), ordered, tmp_path / "straight")
+    assert (tmp_path / "out" / "checkpoint.pt").read_bytes() == straight.checkpoint.read_bytes()
+    # a checkpoint of the same tiles in another order (as an earlier version ordered them) is named as such
+    train(tiny_config(max_seconds=0.0), ordered[::-1], tmp_path / "reversed")
+    with pytest.raises(ResumeMismatchError, match="same tiles in another order"):
+        train(tiny_config(), ordered, tmp_path / "reversed")
+
+
+def test_a_tile_directory_without_its_roi_is_an_error(results: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(results, tmp_path / "results")
+    tile = find_tiles([data], [2022])[0].path
+    # not tiles: a chunk's S2 read output, and an export being written (atomic_dir's temporary directory)
+    stack = data / "2022" / "stack" / "chunk" / "s2"
+    stack.mkdir(parents=True)
+    for name in ("bands.npy", "masks.npy", "doys.npy"):
+        shutil.copy2(tile / name, stack / name)
+    partial = shutil.copytree(tile, data / "2022" / "tiles" / ".tmp-chunk.new.host.1.0123abcd" / tile.name)
+    (partial / "roi.tiff").unlink()
+    assert len(find_tiles([data], [2022])) == 4
+    # a tile directory that lost its roi.tiff is not passed over silently
+    (tile / "roi.tiff").unlink()
+    with pytest.raises(TileError, match=r"holds the arrays of a tile but no roi.tiff.*snakemake tiles") as err:
+        find_tiles([data], [2022])
+    assert str(tile) in str(err.value)
 
 
 def test_scan_counts_only_pixels_with_enough_observations(results: Path) -> None:
@@ -304,6 +358,40 @@ def test_tiles_remade_with_other_reflectances_are_other_tiles(results: Path, tra
     assert train(tiny_config(), find_tiles([data], [2022]), out).complete
 
 
+def test_an_out_dir_that_is_a_file_fails_before_the_tiles_are_scanned(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the tiles were scanned")
+
+    monkeypatch.setattr("tessera.train.loop.scan", no_scan)
+    file = tmp_path / "file"
+    file.write_text("not a directory")
+    argv = ["train", "--data", str(results), "--years", "2022", "--steps", "4", "--threads", "1", "--out-dir"]
+    assert main([*argv, str(file)]) == 2
+    assert f"TrainingError: the output directory {file} is a file, not a directory; pass --out-dir" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, str(file / "train")]) == 2  # below a file
+    assert f"TrainingError: cannot write to the output directory {file / 'train'}" in capsys.readouterr().err
+    assert file.read_text() == "not a directory"
+
+
+def test_a_resume_with_another_thread_count_warns_that_the_bytes_will_differ(
+    results: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sources = find_tiles([results], [2022])
+    train(tiny_config(max_seconds=0.0), sources, tmp_path, resume=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["provenance"]["threads"] == 1
+    with caplog.at_level(logging.WARNING, logger="tessera.train.loop"):
+        train(tiny_config(max_seconds=0.0), sources, tmp_path)  # the same thread count: no such warning
+        assert "byte-identical" not in caplog.text
+        result = train(tiny_config(threads=2), sources, tmp_path)
+    assert result.complete  # a warning, not a refusal
+    assert "with 2 CPU threads, but its first 2 of 12 steps ran with 1 CPU threads" in caplog.text
+    assert "will not be byte-identical to those of an uninterrupted run" in caplog.text
+
+
 def test_a_run_stopped_by_max_seconds_fails_where_a_finished_model_is_required(
     results: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -376,6 +464,9 @@ def test_bad_settings_and_architectures(results: Path, trained: Path, tmp_path: 
 def test_config_file_documents_the_defaults() -> None:
     root = Path(__file__).resolve().parents[1]
     assert load_train_config(root / "config" / "train.yaml") == TrainConfig()
+    # the buffer's bound covers the pixel records alone: it must not read as the process's memory
+    comments = " ".join(line.lstrip("# ") for line in (root / "config" / "train.yaml").read_text().splitlines())
+    assert "The pixel data held stay below" in comments and "activations" in comments and "come on top" in comments
     demo = load_train_config(root / "tessera" / "testing" / "data" / "demo_train.yaml")
     assert demo.arch == "demo" and demo.threads == 1 and demo.max_seconds is not None and demo.max_seconds <= 120
 

@@ -19,7 +19,10 @@ from tessera.layout import tile_name
 from tessera.train import TrainConfig
 from tests.tilegen import cut, make_world, write_tile_dir
 
-__all__ = ["WORLD", "block_classes", "tiny_config", "write_label_raster", "write_results"]
+__all__ = ["WORLD", "WORLD_ORIGIN", "block_classes", "tiny_config", "write_label_raster", "write_results"]
+
+#: `tests.tilegen`'s default origin of a world.
+WORLD_ORIGIN = (30000, -520000)
 
 
 def write_results(
@@ -30,13 +33,17 @@ def write_results(
     side: int = 48,
     size: int = 24,
     dates: tuple[int, int, int] = (30, 14, 12),
+    origin: tuple[int, int] = WORLD_ORIGIN,
 ) -> Path:
     """A results directory with ``(side / size)**2`` tiles of one seeded world for ``year``; returns ``root``.
 
-    ``dates``: the S2, S1 ascending and S1 descending dates of the world.
+    ``dates``: the S2, S1 ascending and S1 descending dates of the world; ``origin``: its top-left
+    corner (metres, EPSG:32630).
     """
     t_s2, t_asc, t_desc = dates
-    world = make_world(seed, side, side, t_s2=t_s2, t_asc=t_asc, t_desc=t_desc, valid_fraction=0.8, empty_fraction=0.05)
+    world = make_world(
+        seed, side, side, t_s2=t_s2, t_asc=t_asc, t_desc=t_desc, valid_fraction=0.8, empty_fraction=0.05, origin=origin
+    )
     for x0 in range(0, side, size):
         for y0 in range(0, side, size):
             tile, grid = cut(world, x0, y0, size)
@@ -67,7 +74,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
 
 
 #: The grid of `tests.traindata.write_results`' world (tests.tilegen's default origin, 48 x 48 pixels).
-WORLD = Grid("EPSG:32630", 10.0, 30000, -520000, 48, 48)
+WORLD = Grid("EPSG:32630", 10.0, *WORLD_ORIGIN, 48, 48)
 
 
 def write_label_raster(path: Path, classes: np.ndarray, transform: Affine = WORLD.transform) -> Path:

@@ -3,8 +3,9 @@
 ``encoder.pt`` (`save_encoder`) has the reference's layout for the architecture's family
 (`tessera.models.arch.Architecture.encoder_payload`: ``model_state_dict`` with the reference's key
 names for v1.x, ``args`` + ``model`` for v2) plus ``arch``, ``config`` (`TrainConfig.to_dict`),
-``provenance`` (tiles, years, eligible pixels, sha256 of each of their files, package versions) and
-``step``. It loads with `tessera.models.load`; the reference's loaders read the keys they know.
+``provenance`` (tiles, years, eligible pixels, sha256 of each of their files, package versions, the
+device and the CPU thread count) and ``step``. It loads with `tessera.models.load`; the reference's
+loaders read the keys they know.
 
 ``checkpoint.pt`` (`save_full`) adds what a resume needs: ``model_state_dict`` holding the encoder and
 the projector (``projector.*``, as the reference's full checkpoints do), the optimiser state, the step,
@@ -14,6 +15,7 @@ seed, data, device and thread count give the same bytes; run times go to the ``t
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,6 +118,10 @@ class ResumeState:
     """Loss records so far."""
     rng: dict[str, Any]
     """RNG states."""
+    device: str | None = None
+    """Device type the steps so far ran on (``cpu``, ``cuda``; None if the checkpoint does not say)."""
+    threads: int | None = None
+    """CPU threads the steps so far ran with (None on a GPU, or if the checkpoint does not say)."""
 
 
 def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[dict[str, Any]]) -> ResumeState:
@@ -150,12 +156,21 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
             f"resume checkpoint {path} was made with other settings ({diffs}); use the same settings to resume, "
             "or another output directory for a new run"
         )
-    if list(dict(payload.get("provenance", {})).get("tiles", [])) != tiles:
+    provenance = dict(payload.get("provenance", {}))
+    saved_tiles = list(provenance.get("tiles", []))
+    if saved_tiles != tiles:
+        if sorted(map(_sort_key, saved_tiles)) == sorted(map(_sort_key, tiles)):
+            raise ResumeMismatchError(
+                f"resume checkpoint {path} was trained on the same tiles in another order (an earlier "
+                "version ordered them by the order of the --data roots), so a resume would not continue its run; "
+                "start afresh with --restart-if-changed or --no-resume, or use another output directory"
+            )
         raise ResumeMismatchError(
             f"resume checkpoint {path} was trained on other tiles (a tile was added, removed or rewritten); "
             "use the same tiles to resume, or another output directory for a new run"
         )
     state = payload["model_state_dict"]
+    threads = provenance.get("threads")
     return ResumeState(
         step=int(payload["step"]),
         encoder={k: v for k, v in state.items() if not k.startswith(_PROJECTOR)},
@@ -163,4 +178,11 @@ def read_resume(path: Path, arch: Architecture, cfg: TrainConfig, tiles: list[di
         optimizer=dict(payload["optimizer_state_dict"]),
         history=[list(map(float, h)) for h in payload.get("history", [])],
         rng=dict(payload.get("rng", {})),
+        device=str(provenance["device"]) if provenance.get("device") is not None else None,
+        threads=int(threads) if threads is not None else None,
     )
+
+
+def _sort_key(tile: Any) -> str:
+    """A tile's provenance record as text, to compare two lists of them as sets."""
+    return json.dumps(tile, sort_keys=True, default=str)

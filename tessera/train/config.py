@@ -66,7 +66,8 @@ class TrainConfig:
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
     threads: int | None = None
-    """CPU threads (None: ``TESSERA_THREADS`` or the CPUs available); part of what makes bytes repeat."""
+    """CPU threads (None: ``TESSERA_THREADS`` or the CPUs available). Same bytes on a CPU need the same seed,
+    data, device and thread count; a resume may change it, with a warning that its bytes then differ."""
     checkpoint_every: int = 200
     """Steps between resumable checkpoints."""
     log_every: int = 10

@@ -1,8 +1,12 @@
 """Training pixels streamed from reference-layout tile directories with bounded memory.
 
-Discovery. `find_tiles` looks for tile directories (a ``bands.npy`` beside a ``roi.tiff``) under
-``<root>/<year>/`` for each requested root (one per region or run) and year, so the workflow's
-``results_dir`` works as a root whatever sub-layout its tiles use.
+Discovery. `find_tiles` looks for tile directories (a ``bands.npy`` beside the S1 arrays and a
+``roi.tiff``) under ``<root>/<year>/`` for each requested root (one per region or run) and year, so the
+workflow's ``results_dir`` works as a root whatever sub-layout its tiles use. A ``bands.npy`` without
+the S1 arrays is a chunk's S2 read output (``<year>/stack/<chunk>/s2/``), not a tile, and is passed
+over, as are the temporary directories of an export that runs or was killed (``.tmp-*``). The tiles
+come in an order of their own, independent of the order of the roots: by year, name (the path below
+``<root>/<year>/``), grid position and, for two tiles alike in all of these, their content.
 
 Scan. `scan` opens every tile memory-mapped once and cuts it into *pieces* of whole rows (about
 ``piece_pixels`` pixels each), counting the pixels of each piece that are inside the ROI and have at
@@ -32,6 +36,8 @@ multiple of ``piece_pixels``, ``k x P`` is ``buffer_pixels``. Example: the defau
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -61,38 +67,101 @@ class TileSource:
     year: int
     """Year of its observations (part of every pixel's draw seeds)."""
     name: str
-    """Stable name for provenance: the path relative to the root it was found under."""
+    """Stable name for provenance: the path relative to the root it was found under (tiles of two roots
+    exported alike share it; the provenance's sha256 of their files tells them apart)."""
+
+
+#: The tile files that only a tile directory holds: a chunk's S2 read output has the other ones too.
+_TILE_ONLY = tuple(f.name for f in TILE_FILES if f.name.startswith("sar_"))
+#: Prefix of the temporary directories of `tessera.io.atomic_dir` (an export being built or set aside).
+_TMP_PREFIX = ".tmp-"
+_TILE_FIX = "re-export the tiles (`snakemake tiles` with keep_tiles: true) or delete the directory"
 
 
 def find_tiles(roots: Sequence[str | Path], years: Sequence[int]) -> list[TileSource]:
-    """Every tile directory under ``<root>/<year>/`` for each root and year, in a stable order.
+    """Every tile directory under ``<root>/<year>/`` for each root and year, in an order of the tiles alone.
+
+    The order (year, then name, grid position and content; see the module docstring) is the same
+    whatever the order of ``roots``, so that the same tiles give the same training run.
 
     Raises:
         NoTilesError: A requested year has no tile under any root (or no root or year was given).
         TileError: Two tile directories of a year cover the same pixels (a stale export, or a root
-            given twice), or a tile's ``roi.tiff`` is not georeferenced.
+            given twice), a tile directory has no ``roi.tiff``, or a tile's ``roi.tiff`` is not
+            georeferenced.
     """
     if not roots or not years:
         raise NoTilesError("no tile roots or no years given; pass --data <results dir> and --years <year ...>")
-    found: list[TileSource] = []
+    found: list[tuple[TileSource, Grid]] = []
     for year in sorted(set(years)):
         of_year = []
         for root in roots:
             base = Path(root) / str(year)
-            dirs = sorted({p.parent for p in base.rglob("bands.npy") if (p.parent / ROI_FILE).is_file()})
-            of_year += [TileSource(d, year, str(Path(str(year)) / d.relative_to(base))) for d in dirs]
+            of_year += [TileSource(d, year, str(Path(str(year)) / d.relative_to(base))) for d in _tile_dirs(base)]
         if not of_year:
             where = ", ".join(str(Path(r) / str(year)) for r in roots)
             raise NoTilesError(
                 f"no tiles for year {year}: no tile directory (bands.npy + roi.tiff) under {where}; "
                 "re-run the workflow for that year with keep_tiles: true, or remove the year from --years"
             )
-        found += of_year
+        found += _ordered([(src, tile_grid(src.path)) for src in of_year])
     _refuse_overlaps(found)
-    return found
+    return [src for src, _ in found]
 
 
-def _refuse_overlaps(sources: Sequence[TileSource]) -> None:
+def _tile_dirs(base: Path) -> list[Path]:
+    """The tile directories below ``base``, sorted by path.
+
+    Raises:
+        TileError: A directory holds a tile's arrays but no ``roi.tiff``.
+    """
+    dirs, broken = [], []
+    for d in sorted({p.parent for p in base.rglob("bands.npy")}):
+        if any(part.startswith(_TMP_PREFIX) for part in d.relative_to(base).parts):
+            continue  # an export being written (or one a killed export left): not tiles yet
+        if (d / ROI_FILE).is_file():
+            dirs.append(d)
+        elif any((d / name).exists() for name in _TILE_ONLY):
+            broken.append(d)
+        else:
+            logger.debug("%s holds a bands.npy without S1 arrays (a chunk's S2 stack): not a tile", d)
+    if broken:
+        more = f" (and {len(broken) - 3} more)" if len(broken) > 3 else ""
+        which = "tile directory" if len(broken) == 1 else "tile directories"
+        raise TileError(
+            f"{which} {', '.join(map(str, broken[:3]))}{more} holds the arrays of a tile but no {ROI_FILE} "
+            f"(an interrupted export, or a deleted file), so its pixels cannot be placed or trained on; {_TILE_FIX}"
+        )
+    return dirs
+
+
+def _ordered(tiles: Sequence[tuple[TileSource, Grid]]) -> list[tuple[TileSource, Grid]]:
+    """``tiles`` (one year's) by name, then grid position, then content: in an order of the tiles alone.
+
+    Names are relative to a root, so tiles of two regions exported with the same layout share names;
+    their grid positions tell them apart, and the content (hashed only for tiles alike in both) where
+    even those agree. Tiles of one root have distinct names: they keep the order of their paths.
+    """
+
+    def place(tile: tuple[TileSource, Grid]) -> tuple[tuple[str, ...], str, float, int, int]:
+        src, g = tile
+        return Path(src.name).parts, g.crs, g.resolution, g.row, g.col
+
+    out: list[tuple[TileSource, Grid]] = []
+    for _, alike in itertools.groupby(sorted(tiles, key=place), key=place):
+        group = list(alike)
+        out += sorted(group, key=lambda t: _content_digest(t[0].path)) if len(group) > 1 else group
+    return out
+
+
+def _content_digest(tile_dir: Path) -> str:
+    """sha256 of the sha256 of each of a tile's files (those `scan` records in the provenance)."""
+    names = (*(f.name for f in TILE_FILES), ROI_FILE)
+    joined = "".join(f"{name}:{sha256_file(tile_dir / name)}\n" for name in names if (tile_dir / name).is_file())
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def _refuse_overlaps(tiles: Sequence[tuple[TileSource, Grid]]) -> None:
     """A `TileError` if two tile directories of one year have a pixel inside both ROIs (it would count twice).
 
     Tiles of one run never share an ROI pixel (an edge tile padded to the tile size reaches into its
@@ -100,13 +169,12 @@ def _refuse_overlaps(sources: Sequence[TileSource]) -> None:
     chunking or tiling of the same results directory, or one region passed twice.
     """
     groups: dict[tuple[int, str, float], list[tuple[Grid, TileSource]]] = {}
-    for src in sources:
-        g = tile_grid(src.path)
+    for src, g in tiles:
         groups.setdefault((src.year, g.crs, g.resolution), []).append((g, src))
-    for (year, crs, _), tiles in groups.items():
-        tiles.sort(key=lambda t: (t[0].col, t[0].row))
-        for i, (ga, a) in enumerate(tiles):
-            for gb, b in tiles[i + 1 :]:
+    for (year, crs, _), group in groups.items():
+        group.sort(key=lambda t: (t[0].col, t[0].row))
+        for i, (ga, a) in enumerate(group):
+            for gb, b in group[i + 1 :]:
                 if gb.col >= ga.col + ga.width:
                     break  # sorted by left edge: no later tile reaches back into this one
                 if _share_roi_pixels(a.path, ga, b.path, gb):

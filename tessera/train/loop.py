@@ -5,9 +5,11 @@ Reproducibility. Everything random comes from the config seed: the initial weigh
 (`tessera.train.data.PixelStream`) and the views (`tessera.train.views`); the global torch RNG is
 seeded too and restored afterwards. On the CPU the run uses deterministic algorithms and a fixed
 thread count, so the same seed, data, thread count and machine give the same checkpoint bytes, and a
-run resumed from its last ``checkpoint.pt`` (after a SIGKILL, say) ends with the same bytes as one
-that was never interrupted. On a GPU the forward runs under bf16 autocast (``precision: bf16``) and
-is not bit-reproducible.
+run resumed from its last ``checkpoint.pt`` (after a SIGKILL, say) with the same thread count ends with
+the same bytes as one that was never interrupted. The thread count does not change what is learned, so
+a resume may change it (``threads`` is `tessera.train.config.RUN_ONLY`), but the sums are split
+differently and the bytes differ: such a resume logs a warning. On a GPU the forward runs under bf16
+autocast (``precision: bf16``) and is not bit-reproducible.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import math
 import os
 import resource
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +86,23 @@ def _threads(cfg: TrainConfig) -> int:
     return cfg.threads if cfg.threads is not None else cpu_threads()
 
 
+def _output_dir(out: Path) -> None:
+    """Create the output directory (with its parents) and check that files can be written there.
+
+    Raises:
+        TrainingError: ``out`` is a file, lies below one, or cannot be created or written to.
+    """
+    fix = "pass --out-dir a directory that can be written to (it is created if missing)"
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"the output directory {out} is a file, not a directory; {fix}, or move the file away")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:  # a parent that is a file, no permission, a read-only file system
+        raise TrainingError(f"cannot write to the output directory {out} ({exc}); {fix}") from exc
+
+
 @contextlib.contextmanager
 def _reproducible(device: torch.device, threads: int, seed: int) -> Iterator[None]:
     """Seeded global RNG, deterministic kernels and a fixed thread count (CPU); all restored afterwards."""
@@ -140,9 +160,25 @@ def _meta(cfg: TrainConfig, data: TrainingData, device: torch.device, threads: i
 
 
 def _resume(
-    path: Path, arch: Architecture, cfg: TrainConfig, data: TrainingData, model: _Model, opt: torch.optim.Optimizer
+    path: Path,
+    arch: Architecture,
+    cfg: TrainConfig,
+    data: TrainingData,
+    model: _Model,
+    opt: torch.optim.Optimizer,
+    threads: int,
 ) -> tuple[int, list[list[float]]]:
     state = read_resume(path, arch, cfg, [dict(p) for p in data.provenance])
+    device = next(model.parameters()).device
+    done_with = (state.device, state.threads)
+    if device.type == "cpu" and state.step < cfg.steps and state.device is not None and done_with != ("cpu", threads):
+        before = f"with {state.threads} CPU threads" if state.device == "cpu" else f"on {state.device}"
+        logger.warning(
+            "resuming %s with %d CPU threads, but its first %d of %d steps ran %s: the run goes on, but its "
+            "checkpoints will not be byte-identical to those of an uninterrupted run (CPU results depend on the "
+            "thread count); resume with the same thread count (--threads) where identical bytes matter",
+            path, threads, state.step, cfg.steps, before,
+        )  # fmt: skip
     model.encoder.load_state_dict(state.encoder)
     model.projector.load_state_dict(state.projector)
     opt.load_state_dict(state.optimizer)
@@ -193,7 +229,8 @@ def train(
 
     Raises:
         ArchitectureError: ``cfg.arch`` is not a known architecture.
-        TrainingError: No usable pixel, or the resume checkpoint is not a full training checkpoint.
+        TrainingError: No usable pixel, the resume checkpoint is not a full training checkpoint, or
+            ``out_dir`` is a file or cannot be created or written to.
         ResumeMismatchError: The resume checkpoint is of another run (architecture, settings, tiles) and
             ``restart_if_changed`` does not apply.
         TileError: A tile directory is malformed.
@@ -202,6 +239,7 @@ def train(
     arch = architecture(cfg.arch)
     device, out = resolve_device(cfg.device, "device (config/train.yaml or --device)"), Path(out_dir)
     threads = _threads(cfg)
+    _output_dir(out)  # before the tiles are scanned, not at the first checkpoint
     started, clock = dt.datetime.now(dt.UTC), time.monotonic()
     data = scan(sources, cfg.min_valid_timesteps, cfg.piece_pixels)
     stream = PixelStream(data, cfg.batch_size, cfg.buffer_pixels, cfg.piece_pixels, cfg.seed)
@@ -216,7 +254,7 @@ def train(
         resume_from = out / FULL_NAME if resume is True else (Path(resume) if resume else None)
         if resume_from is not None and (resume is not True or resume_from.is_file()):
             try:
-                start, history = _resume(resume_from, arch, cfg, data, model, opt)
+                start, history = _resume(resume_from, arch, cfg, data, model, opt, threads)
             except ResumeMismatchError as err:
                 if not (restart_if_changed and resume is True):
                     raise
