@@ -44,7 +44,8 @@ def test_wheel_holds_every_module_and_the_workflow(wheel: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.server
 def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) -> None:
-    """The wheel installed on its own (its dependencies from this venv), run far from the checkout: a dry run."""
+    """The wheel installed on its own (its dependencies from this venv), run far from the checkout: a dry
+    run, then the demo without training, every job running the wheel's ``tessera``."""
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
@@ -63,6 +64,15 @@ def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) 
     assert "infer" in res.stdout and "stitch" in res.stdout
     assert str(site / "tessera" / "workflow" / "Snakefile") in res.stderr
     assert not (tmp_path / "demo" / "results").exists()
+    # the whole demo but the training (about 2 minutes on 2 cores): products and the geotessera export
+    res = subprocess.run([*demo, "--no-train"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    products = tmp_path / "demo" / "results" / "2022" / "products"
+    for name in ("tessera_2022.tif", "tessera_2022_scales.tif", "tessera_2022_counts.tif", "tessera_2022.json"):
+        assert (products / name).is_file(), name
+    assert "geotessera export of 2022 in" in res.stdout and "snakemake -n -s " in res.stdout
+    logs = "".join(p.read_text() for p in (tmp_path / "demo" / "results" / "logs" / "infer").rglob("*.log"))
+    assert "tiles of" in logs
     # the wheel ships no config/config.yaml: a run without --configfile says what to pass
     snakefile = site / "tessera" / "workflow" / "Snakefile"
     bare = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(tmp_path / "bare"), "-n", "--cores", "1"]
