@@ -458,6 +458,31 @@ def test_roi_across_the_antimeridian(tmp_path: Path, offline: list[str]) -> None
     assert offline == []
 
 
+def check_run_export(results: Path, roi_path: Path, out: Path, tmp: Path) -> SyntheticProduct:
+    """geotessera reads the export ``out`` of a workflow run's 2022 product (int8) exactly as the product.
+
+    Returns:
+        The product's values, as `_check_round_trip` compared them.
+    """
+    from tests.e2e import read_embeddings
+
+    codes, scales, _ = read_embeddings(results)
+    roi = load_roi(roi_path, 10.0)
+    valid = np.isfinite(scales)
+    values = np.where(valid[..., None], np.moveaxis(codes, 0, -1).astype(np.float32) * scales[..., None], np.nan)
+    product = SyntheticProduct(
+        roi=roi_path,
+        cog=results / "2022" / "products" / "tessera_2022.tif",
+        inside=roi.mask(roi.grid) != 0,
+        valid=valid,
+        values=values.astype(np.float32),
+        codes=None,
+        scales=None,
+    )
+    _check_round_trip(product, out, tmp)
+    return product
+
+
 @pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["reference", "strict"])
@@ -468,7 +493,7 @@ def test_demo_run_export_round_trip(
 
     Under ``strict`` the demo world's fallback patch is nodata: holes that must read as 0.
     """
-    from tests.e2e import copy_run, job_counts, read_embeddings, run_snakemake
+    from tests.e2e import copy_run, job_counts, run_snakemake
 
     source: Path = request.getfixturevalue("base_run" if policy == "reference" else "strict_run")
     run = copy_run(source, tmp_path / "run")
@@ -477,24 +502,12 @@ def test_demo_run_export_round_trip(
     assert job_counts(plan.stdout) == {"export_geotessera": 1, "geotessera": 1}  # the products exist
     run_snakemake(run / "config.yaml", "-p", "geotessera")
     out = run / "results" / "2022" / "geotessera"
-    codes, scales, _ = read_embeddings(source / "results")
-    roi = load_roi(source / "roi.tif", 10.0)
-    valid = np.isfinite(scales)
-    values = np.where(valid[..., None], np.moveaxis(codes, 0, -1).astype(np.float32) * scales[..., None], np.nan)
-    product = SyntheticProduct(
-        roi=source / "roi.tif",
-        cog=source / "results" / "2022" / "products" / "tessera_2022.tif",
-        inside=roi.mask(roi.grid) != 0,
-        valid=valid,
-        values=values.astype(np.float32),
-        codes=None,
-        scales=None,
-    )
-    assert (product.inside & ~valid).sum() == (144 if policy == "strict" else 0)  # the patch (tests/e2e.py)
-    _check_round_trip(product, out, tmp_path)
+    product = check_run_export(source / "results", source / "roi.tif", out, tmp_path)
+    assert (product.inside & ~product.valid).sum() == (144 if policy == "strict" else 0)  # the patch (tests/e2e.py)
     assert offline == [], offline
     meta = json.loads((out / METADATA_FILE).read_text())
     assert meta["nodata_policy"] == policy and meta["window"] == "2022-01-01/2022-12-31"
+    roi = load_roi(source / "roi.tif", 10.0)
     west, south, east, north = rasterio.warp.transform_bounds(roi.grid.crs, "EPSG:4326", *roi.grid.bounds)
     bbox = f"{west - 0.05:.3f},{south - 0.05:.3f},{east + 0.05:.3f},{north + 0.05:.3f}"
     _info_and_coverage(out, tmp_path, meta["tiles"], bbox)

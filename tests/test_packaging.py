@@ -73,6 +73,18 @@ def test_tessera_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path) 
     assert "geotessera export of 2022 in" in res.stdout and "snakemake -n -s " in res.stdout
     logs = "".join(p.read_text() for p in (tmp_path / "demo" / "results" / "logs" / "infer").rglob("*.log"))
     assert "tiles of" in logs
+    # the demo's own geotessera export, read by geotessera with every socket but loopback blocked
+    from tests.offline import block_network
+    from tests.test_geotessera import check_run_export
+
+    blocked: list[str] = []
+    undo = block_network(blocked.append)
+    try:
+        results = tmp_path / "demo" / "results"
+        check_run_export(results, Path(config).parent / "demo_roi.geojson", results / "2022" / "geotessera", tmp_path)
+    finally:
+        undo()
+    assert blocked == []
     # the wheel ships no config/config.yaml: a run without --configfile says what to pass
     snakefile = site / "tessera" / "workflow" / "Snakefile"
     bare = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(tmp_path / "bare"), "-n", "--cores", "1"]
