@@ -389,6 +389,10 @@ def _train_overlapping_tiles(tmp: Path, base: str) -> Run:
     return dataclasses.replace(run, says=["cover the same pixels of 2022", "old-chunk", "delete it"])
 
 
+REPORT_FILES = (".json", ".md", "_confusion.png", "_predictions.csv", "_split.csv")
+"""What `tessera evaluate` writes next to its ``--out`` prefix."""
+
+
 def evaluate_run(tmp: Path, classes: np.ndarray, transform: Affine, says: list[str]) -> Run:
     """``tessera evaluate`` of a random demo checkpoint: no report file may be written."""
     results = write_results(tmp / "results")
@@ -398,7 +402,7 @@ def evaluate_run(tmp: Path, classes: np.ndarray, transform: Affine, says: list[s
     labels = write_label_raster(tmp / "labels.tif", classes, transform)
     prefix = tmp / "probe"
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--labels", str(labels), "--data", str(results)]
-    outputs = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", "_confusion.png", "_predictions.csv")]
+    outputs = [prefix.with_name(prefix.name + ext) for ext in REPORT_FILES]
     return Run([str(labels), *says], outputs, argv=[*argv, "--year", "2022", "--out", str(prefix)])
 
 
@@ -417,7 +421,7 @@ def _evaluate_product_missing(tmp: Path, base: str) -> Run:
     labels = write_label_raster(tmp / "labels.tif", block_classes(), WORLD.transform)
     product, prefix = tmp / "results" / "2022" / "products" / "tessera_2022.tif", tmp / "probe"
     argv = ["evaluate", "--product", str(product), "--labels", str(labels), "--data", str(results)]
-    outputs = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", "_confusion.png", "_predictions.csv")]
+    outputs = [prefix.with_name(prefix.name + ext) for ext in REPORT_FILES]
     says = [f"product {product} does not exist", "point --product at an existing product"]
     return Run(says, outputs, argv=[*argv, "--year", "2022", "--out", str(prefix)])
 

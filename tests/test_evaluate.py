@@ -130,6 +130,17 @@ def test_report_numbers_are_recomputed_from_the_predictions(results: Path, check
     with (tmp_path / "probe_predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == saved["pixels"]["test"] > 50
+    # the split file: every train and test pixel, test rows as in the predictions, and no train pixel
+    # within the gap of a test pixel (Chebyshev distance > gap_px on the global grid)
+    with (tmp_path / "probe_split.csv").open() as fh:
+        split = list(csv.DictReader(fh))
+    side = np.array([r["side"] for r in split])
+    assert (side == "train").sum() == saved["pixels"]["train"] and (side == "test").sum() == saved["pixels"]["test"]
+    test_px = {(r["col"], r["row"], r["epsg"]) for r in split if r["side"] == "test"}
+    assert test_px == {(r["col"], r["row"], r["epsg"]) for r in rows}
+    cols, rows_ = (np.array([int(r[k]) for r in split]) for k in ("col", "row"))
+    assert len({r["epsg"] for r in split}) == 1
+    assert chebyshev_gap(cols, rows_, side == "train", side == "test") > saved["split"]["gap_px"]
     truth = np.array([int(r["label"]) for r in rows])
     for fname, fset in saved["features"].items():
         for probe in saved["probes"]:

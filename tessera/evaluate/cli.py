@@ -64,7 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         random_arch=args.random_arch,
     )
     print(format_table(report))
-    log.info("probe report written to %s.md / .json / _confusion.png / _predictions.csv", out)
+    log.info("probe report written to %s.md / .json / _confusion.png / _predictions.csv / _split.csv", out)
 
 
 def add_cli(subparsers: Any) -> None:

@@ -1,6 +1,8 @@
 """The probe report: ``<prefix>.json`` (every number), ``<prefix>.md`` (tables), ``<prefix>_confusion.png``
-(one confusion matrix per feature set and probe) and ``<prefix>_predictions.csv`` (every test pixel's
-true class and each probe's prediction, from which every score in the report can be recomputed).
+(one confusion matrix per feature set and probe), ``<prefix>_predictions.csv`` (every test pixel's
+true class and each probe's prediction, from which every score in the report can be recomputed) and
+``<prefix>_split.csv`` (every train and test pixel's global grid position and side, from which the
+split's gap can be checked).
 """
 
 from __future__ import annotations
@@ -115,14 +117,22 @@ def write_report(
     report: Mapping[str, Any],
     predictions: Mapping[str, np.ndarray],
     confusions: Sequence[Sequence[np.ndarray]],
+    split: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Path]:
-    """Write the four report files next to ``prefix``; returns their paths by kind."""
+    """Write the report files next to ``prefix``; returns their paths by kind.
+
+    ``split`` (columns ``col``, ``row``, ``epsg``, ``side``: every train and test pixel) goes to
+    ``<prefix>_split.csv``, from which the split's gap can be checked.
+    """
     paths = {
         "json": prefix.with_name(prefix.name + ".json"),
         "markdown": prefix.with_name(prefix.name + ".md"),
         "png": prefix.with_name(prefix.name + "_confusion.png"),
         "predictions": prefix.with_name(prefix.name + "_predictions.csv"),
     }
+    if split is not None:
+        paths["split"] = prefix.with_name(prefix.name + "_split.csv")
+        _predictions_csv(paths["split"], split)
     confusion_png(paths["png"], confusions)
     _predictions_csv(paths["predictions"], predictions)
     write_json_atomic(paths["json"], report)

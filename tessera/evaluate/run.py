@@ -308,7 +308,8 @@ def evaluate(
     Args:
         s: Settings.
         sources: The tiles of ``s.year`` (`tessera.train.find_tiles`).
-        out_prefix: Report files are ``<out_prefix>.json``, ``.md``, ``_confusion.png``, ``_predictions.csv``.
+        out_prefix: Report files are ``<out_prefix>.json``, ``.md``, ``_confusion.png``, ``_predictions.csv``,
+            ``_split.csv``.
         checkpoint: A checkpoint to embed the pixels with (exclusive with ``product``).
         product: A product COG to read the embeddings from.
         random_arch: Architecture of the random-weights baseline (default: the checkpoint's; with a product, the
@@ -391,5 +392,8 @@ def evaluate(
         "knn_k": s.knn_k,
         **scores,
     }
-    write_report(out_prefix, report, predictions, confusions)
+    both = split.train | split.test
+    sides = np.where(split.test[both], "test", "train")
+    table = {"col": px.col[both], "row": px.row[both], "epsg": px.epsg[both], "side": sides}
+    write_report(out_prefix, report, predictions, confusions, split=table)
     return report
