@@ -38,8 +38,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pystac.validation
-
 import tessera
 from tessera.cog import TilePlacement, require_cog_driver, to_cog, write_mosaic
 from tessera.counts import write_counts
@@ -51,7 +49,7 @@ from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
 from tessera.results import QA_FILE, part_chunk, search_path, stack_path
-from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, offline_validator
+from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, validate_offline
 
 __all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "stitch"]
 
@@ -355,6 +353,6 @@ def stitch(
             assets={asset: paths[key].name for asset, key in names.items() if key in paths},
         )
         item = build_item(info)
-        pystac.validation.validate_dict(item, validator=offline_validator())
+        validate_offline(item)
         tmp["item"].write_text(json.dumps(item, indent=2) + "\n")
     logger.info("wrote %s (+ %s)", out, ", ".join(p.name for k, p in paths.items() if k != "cog"))

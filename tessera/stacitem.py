@@ -6,6 +6,10 @@ validator whose schema cache also holds local stand-ins for the three extension 
 here from their field lists (Embeddings v0.0.1, projection v2.0.0, processing v1.2.0), so
 ``item.validate(validator=offline_validator())`` never touches the network.
 
+The stand-ins check the fields; ``tests/test_products.py`` validates Items against the published
+schemas themselves (recorded in ``tests/data/stac-schemas/``), whose Embeddings v0.0.1 Item branch
+builds on the STAC 1.0.0 Item schema: Items say ``stac_version: 1.0.0``.
+
 The Embeddings v0.0.1 schema is followed as published: ``emb:type``, ``emb:dimensions`` and
 ``emb:temporal_resolution`` are Collection fields that an Item may not carry (its ``emb:*``
 properties are a closed list), and ``emb:quantization.scale`` must be a number, so the per-pixel
@@ -31,11 +35,15 @@ __all__ = [
     "EMB_SCHEMA_URI",
     "PROCESSING_SCHEMA_URI",
     "PROJ_SCHEMA_URI",
+    "STAC_VERSION",
     "ProductInfo",
     "build_item",
     "offline_validator",
+    "validate_offline",
 ]
 
+STAC_VERSION = "1.0.0"
+"""The Item's STAC version: the one the Embeddings v0.0.1 schema validates Items against."""
 EMB_SCHEMA_URI = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 PROJ_SCHEMA_URI = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
@@ -181,6 +189,19 @@ class ProductInfo:
     """``(relative href, title, scene count)`` per source ItemCollection."""
     assets: dict[str, str]
     """Relative hrefs: ``embeddings``, ``quicklook``, ``observation_counts`` and (int8) ``scales``."""
+
+
+def validate_offline(item: dict[str, Any]) -> None:
+    """Validate a `build_item` Item without the network (`offline_validator`).
+
+    pystac bundles the STAC 1.1.0 core schemas only, so the Item's fields are checked against those
+    (they are the same fields under 1.0.0); ``tests/test_products.py`` validates the Item as written,
+    ``stac_version: 1.0.0``, against the published 1.0.0 core and extension schemas.
+
+    Raises:
+        pystac.STACValidationError: The Item does not validate.
+    """
+    pystac.validation.validate_dict({**item, "stac_version": "1.1.0"}, validator=offline_validator())
 
 
 def _footprint(grid: Grid) -> dict[str, Any]:
@@ -329,4 +350,8 @@ def build_item(info: ProductInfo, now: dt.datetime | None = None) -> dict[str, A
                 extra_fields={"tessera:scenes": count},
             )
         )
-    return item.to_dict(include_self_link=False, transform_hrefs=False)
+    d = item.to_dict(include_self_link=False, transform_hrefs=False)
+    # the Embeddings v0.0.1 schema builds on the STAC 1.0.0 Item schema, which requires stac_version
+    # "1.0.0"; pystac writes its own (1.1.0), and nothing here uses a field that 1.0.0 lacks
+    d["stac_version"] = STAC_VERSION
+    return d

@@ -21,7 +21,7 @@ from tessera.grid import Roi, load_roi
 from tessera.plan import StoredPlan, plan_tiles_file, write_plan
 from tessera.products import product_paths, stitch
 from tessera.quicklook import write_quicklook
-from tessera.stacitem import EMB_SCHEMA_URI, offline_validator
+from tessera.stacitem import EMB_SCHEMA_URI, offline_validator, validate_offline
 
 DIMS = 16
 TILE = 16
@@ -306,7 +306,48 @@ def test_stac_item_validates_offline(tmp_path: Path) -> None:
     assert "/somewhere" not in paths["item"].read_text()
     del d["assets"]["embeddings"]
     with pytest.raises(pystac.STACValidationError):
-        pystac.validation.validate_dict(d, validator=offline_validator())
+        validate_offline(d)
+
+
+_SCHEMAS = Path(__file__).parent / "data" / "stac-schemas"
+
+
+def published_schemas() -> Any:
+    """A `referencing.Registry` of the recorded published schemas (tests/data/stac-schemas) and pystac's
+    GeoJSON schemas; any other reference fails instead of being fetched."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
+    def offline(uri: str) -> Resource[Any]:
+        raise LookupError(f"{uri} is not recorded in {_SCHEMAS} (no network in tests)")
+
+    docs = [json.loads(f.read_text()) for f in sorted(_SCHEMAS.glob("*.json"))]
+    geojson = Path(pystac.__file__).parent / "validation" / "jsonschemas" / "geojson"
+    resources = [(d["$id"].rstrip("#"), Resource.from_contents(d, default_specification=DRAFT7)) for d in docs]
+    for name in ("Feature", "Geometry"):
+        doc = json.loads((geojson / f"{name}.json").read_text())
+        resources.append((f"https://geojson.org/schema/{name}.json", Resource.from_contents(doc, DRAFT7)))
+    return Registry(retrieve=offline).with_resources(resources)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("output", ["int8", "float32"])
+def test_stac_item_validates_against_the_published_schemas(tmp_path: Path, output: str) -> None:
+    """The Item against the Embeddings v0.0.1 schema as published (which builds on the STAC 1.0.0
+    Item schema), processing v1.2.0 and projection v2.0.0, all recorded, offline."""
+    from jsonschema import Draft7Validator
+
+    w = _make_world(tmp_path, output=output)
+    _stitch(w)
+    item = json.loads(product_paths(w.out, int8=output == "int8")["item"].read_text())
+    assert item["stac_version"] == "1.0.0"
+    registry = published_schemas()
+    for uri in item["stac_extensions"]:
+        validator = Draft7Validator(registry.contents(uri), registry=registry)
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(item)]
+        assert errors == [], (uri, errors)
+    del item["assets"]["embeddings"]
+    emb = Draft7Validator(registry.contents(EMB_SCHEMA_URI), registry=registry)
+    assert not emb.is_valid(item)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
