@@ -15,6 +15,7 @@ by window like the embeddings (`tessera.cog`): memory is one window and the chun
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,17 @@ def _chunk_counts(stack_dir: Path, chunk: Chunk) -> np.ndarray:
     return out
 
 
-def write_counts(plan: StoredPlan, stack_dir: Path, dst: Path, work: Path, block_size: int = 256) -> None:
+def write_counts(
+    plan: StoredPlan,
+    stack_dir: Path,
+    dst: Path,
+    work: Path,
+    block_size: int = 256,
+    tags: Mapping[str, str] | None = None,
+) -> None:
     """Write the year's observation-count COG ``dst`` (``work``: a directory for the temporary GeoTIFF).
+
+    ``tags`` (the product's provenance, `tessera.products.product_tags`) go into its metadata.
 
     Raises:
         DataSourceError: A chunk's ``valid_count.npy`` is missing or of the wrong shape.
@@ -88,6 +98,7 @@ def write_counts(plan: StoredPlan, stack_dir: Path, dst: Path, work: Path, block
     # counts are loaded for the block rows it spans only
     rows_of = {c.id: c.grid.offset_in(grid)[1] for c in plan.chunks}
     with rasterio.open(tmp, "w", **profile) as ds:
+        ds.update_tags(**dict(tags or {}))
         for i, name in enumerate(COUNT_BANDS, start=1):
             ds.set_band_description(i, name)
         for r0 in range(0, grid.height, block_size):

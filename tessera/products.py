@@ -328,7 +328,11 @@ def stitch(
         to_cog(mosaic, tmp["cog"], block_size)
         if scales is not None:
             to_cog(scales, tmp["scales"], block_size)
-        write_counts(plan, Path(stack_dir), tmp["counts"], work, block_size)
+        # the counts are the product's evidence: the same provenance, less what describes the embeddings
+        embedding_only = ("TESSERA_DIMENSIONS", "TESSERA_QUANTIZATION", "TESSERA_DESCRIPTION")
+        counts_tags = {k: v for k, v in tags.items() if k not in embedding_only}
+        counts_tags["TESSERA_DESCRIPTION"] = f"valid S2 and S1 observations per pixel behind {out.name}"
+        write_counts(plan, Path(stack_dir), tmp["counts"], work, block_size, tags=counts_tags)
         write_quicklook(tmp["cog"], tmp.get("scales"), tmp["quicklook"])
         names = {"embeddings": "cog", "quicklook": "quicklook", "scales": "scales", "observation_counts": "counts"}
         info = ProductInfo(

@@ -420,8 +420,15 @@ def test_observation_counts_product(tmp_path: Path) -> None:
     path = product_paths(w.out, int8=True)["counts"]
     _check_cog(path, w, 2, "uint16")
     with rasterio.open(path) as ds:
-        counts, descriptions = ds.read(), ds.descriptions
+        counts, descriptions, tags = ds.read(), ds.descriptions, ds.tags()
     assert descriptions == ("s2_valid", "s1_valid")
+    # the product's provenance (model, checkpoint, data source, versions, year), as the embeddings carry it
+    with rasterio.open(product_paths(w.out, int8=True)["cog"]) as ds:
+        embedding_tags = ds.tags()
+    for key in ("TESSERA_MODEL_FAMILY", "TESSERA_CHECKPOINT_SHA256", "TESSERA_DATA_SOURCE", "TESSERA_PIPELINE_VERSION"):
+        assert tags[key] == embedding_tags[key], key
+    assert tags["TESSERA_YEAR"] == str(YEAR) and "observations" in tags["TESSERA_DESCRIPTION"]
+    assert "TESSERA_QUANTIZATION" not in tags
     g = w.roi.grid
     rows, cols = np.mgrid[0 : g.height, 0 : g.width]
     inside = np.isfinite(w.truth).all(axis=-1)
