@@ -51,7 +51,7 @@ from tessera.quicklook import write_quicklook
 from tessera.results import QA_FILE, part_chunk, search_path, stack_path
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, validate_offline
 
-__all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "stitch"]
+__all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "source_details", "stitch"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,20 +161,43 @@ def _source_links(plan: StoredPlan, search_dir: Path, base: Path) -> list[tuple[
     return links
 
 
-def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
-    """``{"s2": provider, "s1": provider}`` as the read jobs recorded them in their ``qa.json``."""
-    seen: dict[str, set[str]] = {"s2": set(), "s1": set()}
+def _read_records(plan: StoredPlan, stack_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(kind, qa.json)`` of every read step of the year (``kind``: ``s2`` or ``s1``).
+
+    Raises:
+        DataSourceError: a read step's record is missing or unreadable.
+    """
+    records = []
     for chunk in plan.chunks:
         for product in PRODUCTS:
             path = stack_path(stack_dir, chunk.id, product, QA_FILE)
             try:
-                provider = json.loads(path.read_text())["source"]["provider"]
-            except (OSError, ValueError, KeyError) as exc:
+                record = json.loads(path.read_text())
+                record["source"]["provider"]  # every read step records its source
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise DataSourceError(
                     f"cannot read the read step's record {path} ({exc}); rerun the read job of chunk {chunk.id}"
                 ) from exc
-            seen["s2" if product == "s2" else "s1"].add(str(provider))
+            records.append(("s2" if product == "s2" else "s1", record))
+    return records
+
+
+def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
+    """``{"s2": provider, "s1": provider}`` as the read jobs recorded them in their ``qa.json``."""
+    seen: dict[str, set[str]] = {"s2": set(), "s1": set()}
+    for kind, record in _read_records(plan, stack_dir):
+        seen[kind].add(str(record["source"]["provider"]))
     return {kind: "+".join(sorted(providers)) for kind, providers in seen.items()}
+
+
+def source_details(plan: StoredPlan, stack_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every distinct source record of the read steps (provider, API, collection, assets, offset and
+    resampling settings; no credentials), per kind: what the data came from, beyond the provider's name."""
+    seen: dict[str, list[dict[str, Any]]] = {"s2": [], "s1": []}
+    for kind, record in _read_records(plan, stack_dir):
+        if record["source"] not in seen[kind]:
+            seen[kind].append(record["source"])
+    return seen
 
 
 def data_window(plan: StoredPlan, stack_dir: Path, year: int) -> Window:
@@ -183,16 +206,7 @@ def data_window(plan: StoredPlan, stack_dir: Path, year: int) -> Window:
     Raises:
         DataSourceError: a read record is missing, or two read steps read different windows.
     """
-    seen: set[str] = set()
-    for chunk in plan.chunks:
-        for product in PRODUCTS:
-            path = stack_path(stack_dir, chunk.id, product, QA_FILE)
-            try:
-                seen.add(str(json.loads(path.read_text()).get("window") or window(year).label))
-            except (OSError, ValueError) as exc:
-                raise DataSourceError(
-                    f"cannot read the read step's record {path} ({exc}); rerun the read job of chunk {chunk.id}"
-                ) from exc
+    seen = {str(record.get("window") or window(year).label) for _, record in _read_records(plan, stack_dir)}
     if len(seen) != 1:
         raise DataSourceError(
             f"the read steps of {year} read different windows ({', '.join(sorted(seen))}); "
@@ -348,6 +362,7 @@ def stitch(
             checkpoint_href=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
             random_weights=bool(model["random_weights"]),
             data_source=sources,
+            sources=source_details(plan, Path(stack_dir)),
             pipeline_version=tessera.__version__,
             runtime=_runtime(model, sidecars, plan),
             valid_pixels=valid,

@@ -177,6 +177,8 @@ class ProductInfo:
     random_weights: bool
     data_source: dict[str, str]
     """``{"s2": provider, "s1": provider}``."""
+    sources: dict[str, list[dict[str, Any]]]
+    """Per kind, every distinct source the read steps recorded (`tessera.products.source_details`)."""
     pipeline_version: str
     runtime: dict[str, Any]
     """Runtime parameters (dimensions, output, precision, devices, batch size, repeats)."""
@@ -246,6 +248,7 @@ def _properties(info: ProductInfo, now: dt.datetime) -> dict[str, Any]:
         "tessera:checkpoint_sha256": info.checkpoint_sha256,
         "tessera:random_weights": info.random_weights,
         "tessera:data_source": info.data_source,
+        "tessera:sources": info.sources,
         "tessera:pipeline_version": info.pipeline_version,
         "tessera:year": info.year,
         "tessera:window": info.window.label,

@@ -70,6 +70,9 @@ def test_products_are_complete_and_georeferenced(base_run: Path) -> None:
     assert "random" in tags["TESSERA_WARNING"].lower()
     item = pystac.Item.from_file(str(p["item"]))
     item.validate(validator=offline_validator())
+    (s2,) = item.properties["tessera:sources"]["s2"]
+    assert (s2["provider"], s2["collection"], s2["harmonised"]) == ("stac", "sentinel-2-l2a", False)
+    assert s2["url"].startswith("http://127.0.0.1:") and "?" not in s2["url"]
     assert "embeddings" in item.assets
     with rasterio.open(p["quicklook"]) as ql:
         assert ql.count >= 3 and ql.read(1).std() > 0

@@ -119,7 +119,8 @@ def _make_world(
                 json.dumps({"type": "FeatureCollection", "features": feats})
             )
             (stack_dir / chunk.id / product).mkdir(parents=True)
-            qa: dict[str, Any] = {"source": {"provider": "planetary-computer"}}
+            collection = "sentinel-2-l2a" if product == "s2" else "sentinel-1-rtc"
+            qa: dict[str, Any] = {"source": {"provider": "planetary-computer", "collection": collection}}
             if window is not None:
                 qa["window"] = window
             (stack_dir / chunk.id / product / "qa.json").write_text(json.dumps(qa))
@@ -295,6 +296,11 @@ def test_stac_item_validates_offline(tmp_path: Path) -> None:
     assert p["emb:quantization"]["link"]["href"] == paths["scales"].name
     assert p["proj:code"] == "EPSG:32630" and p["proj:shape"] == [50, 70]
     assert p["tessera:checkpoint_sha256"] == SHA and p["tessera:random_weights"] is False
+    # which API and collection the data came from, as the read steps recorded it (one source per kind here)
+    assert p["tessera:sources"] == {
+        "s2": [{"provider": "planetary-computer", "collection": "sentinel-2-l2a"}],
+        "s1": [{"provider": "planetary-computer", "collection": "sentinel-1-rtc"}],
+    }
     assert {"processing:datetime", "processing:version", "emb:preprocessing", "emb:postprocessing"} <= set(p)
     for key in ("embeddings", "scales", "quicklook"):
         assert (paths["item"].parent / d["assets"][key]["href"]).is_file()
