@@ -77,10 +77,12 @@ def year_stack_qa(wildcards):
 
 
 def product_files(year):
-    """Named products of one year: COG, STAC Item, quicklook, observation counts and (int8) the scales COG."""
+    """Named products of one year: COG, STAC Item and Collection, quicklook, observation counts and (int8) the
+    scales COG."""
     files = {
         "cog": R.product(year),
         "item": R.product(year, ".json"),
+        "collection": R.product(year, "_collection.json"),
         "quicklook": R.product(year, "_quicklook.png"),
         "counts": R.product(year, "_counts.tif"),
     }

@@ -49,7 +49,7 @@ from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
 from tessera.quicklook import write_quicklook
 from tessera.results import QA_FILE, part_chunk, search_path, stack_path
-from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_item, validate_offline
+from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_collection, build_item, validate_offline
 
 __all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "source_details", "stitch"]
 
@@ -61,11 +61,13 @@ _MODEL_VERSIONS = {"v1.0": "1.0", "v1.0-qat": "1.0-QAT", "v1.1": "1.1", "demo": 
 
 
 def product_paths(out: Path, int8: bool) -> dict[str, Path]:
-    """The files that go with the COG ``out``: ``cog``, ``item``, ``quicklook``, ``counts`` and (int8) ``scales``."""
+    """The files that go with the COG ``out``: ``cog``, ``item``, ``collection``, ``quicklook``, ``counts``
+    and (int8) ``scales``."""
     stem = out.with_suffix("")
     paths = {
         "cog": out,
         "item": stem.with_suffix(".json"),
+        "collection": stem.with_name(stem.name + "_collection.json"),
         "quicklook": stem.with_name(stem.name + "_quicklook.png"),
         "counts": stem.with_name(stem.name + "_counts.tif"),
     }
@@ -370,8 +372,11 @@ def stitch(
             nodata_policy=str(model.get("nodata_policy") or "strict"),
             source_links=links,
             assets={asset: paths[key].name for asset, key in names.items() if key in paths},
+            collection_href=paths["collection"].name,
         )
         item = build_item(info)
         validate_offline(item)
         tmp["item"].write_text(json.dumps(item, indent=2) + "\n")
+        collection = build_collection(info, item, paths["item"].name)
+        tmp["collection"].write_text(json.dumps(collection, indent=2) + "\n")
     logger.info("wrote %s (+ %s)", out, ", ".join(p.name for k, p in paths.items() if k != "cog"))

@@ -37,6 +37,7 @@ __all__ = [
     "PROJ_SCHEMA_URI",
     "STAC_VERSION",
     "ProductInfo",
+    "build_collection",
     "build_item",
     "offline_validator",
     "validate_offline",
@@ -191,6 +192,13 @@ class ProductInfo:
     """``(relative href, title, scene count)`` per source ItemCollection."""
     assets: dict[str, str]
     """Relative hrefs: ``embeddings``, ``quicklook``, ``observation_counts`` and (int8) ``scales``."""
+    collection_href: str | None = None
+    """Relative href of the product's Collection (`build_collection`), or None for an Item without one."""
+
+    @property
+    def collection_id(self) -> str:
+        """The id of the product's Collection."""
+        return f"{self.item_id}_collection"
 
 
 def validate_offline(item: dict[str, Any]) -> None:
@@ -357,4 +365,35 @@ def build_item(info: ProductInfo, now: dt.datetime | None = None) -> dict[str, A
     # the Embeddings v0.0.1 schema builds on the STAC 1.0.0 Item schema, which requires stac_version
     # "1.0.0"; pystac writes its own (1.1.0), and nothing here uses a field that 1.0.0 lacks
     d["stac_version"] = STAC_VERSION
+    if info.collection_href is not None:
+        d["collection"] = info.collection_id
+        d["links"].append({"rel": "collection", "href": info.collection_href, "type": "application/json"})
     return d
+
+
+def build_collection(info: ProductInfo, item: dict[str, Any], item_href: str) -> dict[str, Any]:
+    """The product's STAC Collection: the Embeddings extension's Collection fields, which an Item may
+    not carry (``emb:type``, ``emb:dimensions``, ``emb:temporal_resolution``), with the Item's model and
+    source-data links and a link to the Item (``item_href``, relative; the Collection lies beside it).
+    """
+    start, end = item["properties"]["start_datetime"], item["properties"]["end_datetime"]
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [EMB_SCHEMA_URI],
+        "id": info.collection_id,
+        "title": item["properties"]["title"],
+        "description": item["properties"]["description"]
+        + " Derived from Copernicus Sentinel data (Copernicus terms apply) and the model named by the emb:model link.",
+        "license": "various",
+        "extent": {"spatial": {"bbox": [item["bbox"]]}, "temporal": {"interval": [[start, end]]}},
+        "emb:type": "pixel",
+        "emb:dimensions": info.dims,
+        "data_type": "int8" if info.int8 else "float32",
+        "gsd": info.grid.resolution,
+        "emb:temporal_resolution": "annual",
+        "links": [
+            {"rel": "item", "href": item_href, "type": "application/geo+json"},
+            *(link for link in item["links"] if link["rel"] in ("emb:model", "emb:source-data")),
+        ],
+    }

@@ -133,6 +133,7 @@ def products(results: Path, year: int = 2022) -> dict[str, Path]:
         "cog": stem.with_suffix(".tif"),
         "scales": stem.with_name(f"{stem.name}_scales.tif"),
         "item": stem.with_suffix(".json"),
+        "collection": stem.with_name(f"{stem.name}_collection.json"),
         "quicklook": stem.with_name(f"{stem.name}_quicklook.png"),
         "counts": stem.with_name(f"{stem.name}_counts.tif"),
         "qa": stem.with_name(f"{stem.name}_qa.md"),

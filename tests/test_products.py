@@ -344,16 +344,29 @@ def test_stac_item_validates_against_the_published_schemas(tmp_path: Path, outpu
 
     w = _make_world(tmp_path, output=output)
     _stitch(w)
-    item = json.loads(product_paths(w.out, int8=output == "int8")["item"].read_text())
-    assert item["stac_version"] == "1.0.0"
+    paths = product_paths(w.out, int8=output == "int8")
+    item = json.loads(paths["item"].read_text())
+    collection = json.loads(paths["collection"].read_text())
+    assert item["stac_version"] == collection["stac_version"] == "1.0.0"
     registry = published_schemas()
-    for uri in item["stac_extensions"]:
-        validator = Draft7Validator(registry.contents(uri), registry=registry)
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(item)]
-        assert errors == [], (uri, errors)
-    del item["assets"]["embeddings"]
+    for doc in (item, collection):
+        for uri in doc["stac_extensions"]:
+            validator = Draft7Validator(registry.contents(uri), registry=registry)
+            errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+            assert errors == [], (doc["type"], uri, errors)
+    # the Collection holds the Embeddings fields an Item may not carry, and the two link each other
+    assert (collection["emb:type"], collection["emb:dimensions"]) == ("pixel", DIMS)
+    assert collection["data_type"] == output and collection["gsd"] == 10.0
+    assert item["collection"] == collection["id"]
+    (up,) = [link for link in item["links"] if link["rel"] == "collection"]
+    (down,) = [link for link in collection["links"] if link["rel"] == "item"]
+    assert (paths["item"].parent / up["href"]) == paths["collection"]
+    assert (paths["collection"].parent / down["href"]) == paths["item"]
     emb = Draft7Validator(registry.contents(EMB_SCHEMA_URI), registry=registry)
+    del item["assets"]["embeddings"]
     assert not emb.is_valid(item)
+    del collection["emb:dimensions"]
+    assert not emb.is_valid(collection)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
