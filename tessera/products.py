@@ -361,7 +361,7 @@ def stitch(
             model_family=family,
             model_version=_model_version(family),
             checkpoint_sha256=model["checkpoint_sha256"],
-            checkpoint_href=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
+            checkpoint_name=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
             random_weights=bool(model["random_weights"]),
             data_source=sources,
             sources=source_details(plan, Path(stack_dir)),

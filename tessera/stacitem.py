@@ -173,8 +173,8 @@ class ProductInfo:
     model_family: str
     model_version: str
     checkpoint_sha256: str | None
-    checkpoint_href: str | None
-    """Checkpoint file name or path relative to the Item (never absolute), or None for random weights."""
+    checkpoint_name: str | None
+    """The checkpoint's file name (never a path), or None for random weights or several names."""
     random_weights: bool
     data_source: dict[str, str]
     """``{"s2": provider, "s1": provider}``."""
@@ -343,14 +343,17 @@ def build_item(info: ProductInfo, now: dt.datetime | None = None) -> dict[str, A
         if info.random_weights
         else f"TESSERA {info.model_family} checkpoint, sha256 {sha}"
     )
-    item.add_link(
-        pystac.Link(
-            "emb:model",
-            info.checkpoint_href or f"urn:tessera:model:{info.model_family}:random-weights",
-            title=model_title,
-            extra_fields={"checkpoint:sha256": info.checkpoint_sha256},
-        )
+    # the checkpoint is named by its content: the file lies wherever the user keeps it, so a relative
+    # href to its name would point at nothing
+    href = (
+        f"urn:tessera:checkpoint:sha256:{info.checkpoint_sha256}"
+        if info.checkpoint_sha256
+        else f"urn:tessera:model:{info.model_family}:random-weights"
     )
+    extra: dict[str, Any] = {"checkpoint:sha256": info.checkpoint_sha256}
+    if info.checkpoint_name:
+        extra["tessera:checkpoint_file"] = info.checkpoint_name
+    item.add_link(pystac.Link("emb:model", href, title=model_title, extra_fields=extra))
     for href, title, count in info.source_links:
         item.add_link(
             pystac.Link(

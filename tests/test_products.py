@@ -305,7 +305,8 @@ def test_stac_item_validates_offline(tmp_path: Path) -> None:
     for key in ("embeddings", "scales", "quicklook"):
         assert (paths["item"].parent / d["assets"][key]["href"]).is_file()
     model = [link for link in d["links"] if link["rel"] == "emb:model"]
-    assert len(model) == 1 and model[0]["href"] == "tessera_v1_1.pt" and SHA in model[0]["title"]
+    assert len(model) == 1 and model[0]["href"] == f"urn:tessera:checkpoint:sha256:{SHA}" and SHA in model[0]["title"]
+    assert model[0]["tessera:checkpoint_file"] == "tessera_v1_1.pt"
     sources = [link["href"] for link in d["links"] if link["rel"] == "emb:source-data"]
     assert len(sources) == 3 * len(w.plan.chunks)
     assert all(not Path(h).is_absolute() and (paths["item"].parent / h).is_file() for h in sources)
