@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import rasterio.errors
+import rasterio.warp
 
 import tessera
 from tessera.config import Config, load_config, parse_config
 from tessera.errors import ConfigError, RoiError, TesseraError
-from tessera.grid import load_roi
+from tessera.grid import load_roi, utm_crs_for
 from tessera.plan import Plan, compute_plan, parts, plan_key
 from tessera.results import Results, part_name
 from tessera.sources import earthdata_token, resolve_source
@@ -82,6 +83,20 @@ class Setup:
     def version(stage: str) -> int:
         """A stage's code version (a param)."""
         return STAGE_VERSIONS[stage]
+
+    def alignment_note(self) -> str | None:
+        """A note for the parse log when the product grid is not the ROI's UTM zone at 10 m, the grid of
+        published TESSERA (and AlphaEarth) tiles, so the products will not line up with them; else None."""
+        g = self.plan.grid
+        west, south, east, north = rasterio.warp.transform_bounds(g.crs, "EPSG:4326", *g.bounds)
+        utm = utm_crs_for((west + east) / 2, (south + north) / 2)
+        if g.crs == utm and g.resolution == 10:
+            return None
+        return (
+            f"tessera: note: the products are on {g.crs} at {g.resolution:g} m (the ROI's CRS and `resolution`), "
+            f"not on {utm} at 10 m like published TESSERA tiles, so they will not line up pixel for pixel with "
+            f"them; give the ROI in {utm} or in EPSG:4326, and resolution 10, for products that do"
+        )
 
     def summary(self) -> str:
         """One line for the parse log."""

@@ -149,6 +149,18 @@ def test_parse_writes_nothing_and_then_reads_the_stored_plan(tmp_path: Path) -> 
     assert second.plan_source == "stored" and second.plan == first.plan
 
 
+def test_parse_notes_a_product_grid_off_the_published_utm_10_m_grid(tmp_path: Path) -> None:
+    """A vector ROI in EPSG:4326 gets its UTM zone at 10 m: no note. A projected ROI keeps its CRS, and a
+    coarser resolution its pixel size: the note says the products will not line up and what to give."""
+    cfg = {"roi": str(_vector_roi(tmp_path)), "years": [2022], "results_dir": str(tmp_path / "results")}
+    assert setup(dict(cfg), check=False).alignment_note() is None
+    note = setup({**cfg, "resolution": 20, "chunk_size_m": 1000}, check=False).alignment_note()
+    assert note is not None and "EPSG:32631 at 20 m" in note and "resolution 10" in note
+    web = setup({**cfg, "roi": str(_raster_roi(tmp_path)), "chunk_size_m": 1200, "resolution": 30}, check=False)
+    note = web.alignment_note()
+    assert note is not None and "EPSG:3857 at 30 m" in note and "give the ROI in EPSG:32631 or in EPSG:4326" in note
+
+
 def test_parse_refuses_an_earthdata_source_without_a_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before any job runs: without the check, every search would run and every S1 read fail."""
     monkeypatch.delenv("EARTHDATA_TOKEN", raising=False)
