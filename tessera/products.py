@@ -51,7 +51,17 @@ from tessera.quicklook import write_quicklook
 from tessera.results import QA_FILE, part_chunk, search_path, stack_path
 from tessera.stacitem import RANDOM_WARNING, ProductInfo, build_collection, build_item, validate_offline
 
-__all__ = ["MODEL_KEYS", "data_sources", "data_window", "product_paths", "product_tags", "source_details", "stitch"]
+__all__ = [
+    "MODEL_KEYS",
+    "ReadRecords",
+    "data_sources",
+    "data_window",
+    "product_paths",
+    "product_tags",
+    "read_records",
+    "source_details",
+    "stitch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +173,13 @@ def _source_links(plan: StoredPlan, search_dir: Path, base: Path) -> list[tuple[
     return links
 
 
-def _read_records(plan: StoredPlan, stack_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(kind, qa.json)`` of every read step of the year (``kind``: ``s2`` or ``s1``).
+ReadRecords = list[tuple[str, dict[str, Any]]]
+"""``(kind, qa.json)`` of every read step of a year (``kind``: ``s2`` or ``s1``): `read_records`."""
+
+
+def read_records(plan: StoredPlan, stack_dir: Path) -> ReadRecords:
+    """``(kind, qa.json)`` of every read step of the year (``kind``: ``s2`` or ``s1``), read once for
+    `data_sources`, `source_details` and `data_window`.
 
     Raises:
         DataSourceError: a read step's record is missing or unreadable.
@@ -184,31 +199,31 @@ def _read_records(plan: StoredPlan, stack_dir: Path) -> list[tuple[str, dict[str
     return records
 
 
-def data_sources(plan: StoredPlan, stack_dir: Path) -> dict[str, str]:
+def data_sources(records: ReadRecords) -> dict[str, str]:
     """``{"s2": provider, "s1": provider}`` as the read jobs recorded them in their ``qa.json``."""
     seen: dict[str, set[str]] = {"s2": set(), "s1": set()}
-    for kind, record in _read_records(plan, stack_dir):
+    for kind, record in records:
         seen[kind].add(str(record["source"]["provider"]))
     return {kind: "+".join(sorted(providers)) for kind, providers in seen.items()}
 
 
-def source_details(plan: StoredPlan, stack_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def source_details(records: ReadRecords) -> dict[str, list[dict[str, Any]]]:
     """Every distinct source record of the read steps (provider, API, collection, assets, offset and
     resampling settings; no credentials), per kind: what the data came from, beyond the provider's name."""
     seen: dict[str, list[dict[str, Any]]] = {"s2": [], "s1": []}
-    for kind, record in _read_records(plan, stack_dir):
+    for kind, record in records:
         if record["source"] not in seen[kind]:
             seen[kind].append(record["source"])
     return seen
 
 
-def data_window(plan: StoredPlan, stack_dir: Path, year: int) -> Window:
+def data_window(records: ReadRecords, year: int) -> Window:
     """The window the read steps read (their ``qa.json``), the calendar year if they do not say.
 
     Raises:
-        DataSourceError: a read record is missing, or two read steps read different windows.
+        DataSourceError: two read steps read different windows.
     """
-    seen = {str(record.get("window") or window(year).label) for _, record in _read_records(plan, stack_dir)}
+    seen = {str(record.get("window") or window(year).label) for _, record in records}
     if len(seen) != 1:
         raise DataSourceError(
             f"the read steps of {year} read different windows ({', '.join(sorted(seen))}); "
@@ -320,8 +335,8 @@ def stitch(
     model = _agreed_model(sidecars, year, emb_dir)
     paths = product_paths(out, int8)
     links = _source_links(plan, Path(search_dir), out.parent)
-    sources = data_sources(plan, Path(stack_dir))
-    span = data_window(plan, Path(stack_dir), year)
+    records = read_records(plan, Path(stack_dir))
+    sources, span = data_sources(records), data_window(records, year)
     family = str(model["model_family"])
     rule = "v2" if family.startswith("v2") else "v1"
     tags = product_tags(model, sources, year, _quant_text(int8, rule, paths.get("scales", out).name), span)
@@ -364,7 +379,7 @@ def stitch(
             checkpoint_name=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
             random_weights=bool(model["random_weights"]),
             data_source=sources,
-            sources=source_details(plan, Path(stack_dir)),
+            sources=source_details(records),
             pipeline_version=tessera.__version__,
             runtime=_runtime(model, sidecars, plan),
             valid_pixels=valid,
