@@ -23,6 +23,7 @@ from tessera.grid import Grid
 from tessera.infer import infer_arrays
 from tessera.models.arch import Architecture
 from tessera.models.spec import LoadedModel
+from tessera.products import product_paths
 from tessera.tileio import TileArrays
 
 __all__ = [
@@ -139,7 +140,7 @@ def check_product(cog: Path, grids: Sequence[Grid], names: Sequence[str] | None 
         raise UnsupportedProductError(
             f"product {cog} is not a readable raster ({exc}); point --product at a product COG: {_MAKE_PRODUCT}"
         ) from exc
-    scales = _scales_path(cog)
+    scales = product_paths(cog, int8=True)["scales"]
     if int8 and not scales.is_file():
         raise ProductsMissingError(
             f"{scales} (the scales of the int8 product {cog.name}) does not exist; {_MAKE_PRODUCT} with its scales "
@@ -158,10 +159,6 @@ def check_product(cog: Path, grids: Sequence[Grid], names: Sequence[str] | None 
         )
 
 
-def _scales_path(cog: Path) -> Path:
-    return cog.with_name(cog.stem + "_scales.tif")
-
-
 def product_features(
     cog: Path, tiles: Tiles, tile_of: np.ndarray, pix: np.ndarray, names: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -176,7 +173,7 @@ def product_features(
     """
     used = sorted({int(k) for k in np.unique(tile_of)})
     check_product(cog, [tiles[k][1] for k in used], [names[k] for k in used] if names is not None else None)
-    scales_path = _scales_path(cog)
+    scales_path = product_paths(cog, int8=True)["scales"]
     with rasterio.open(cog) as src:
         out = np.full((len(pix), src.count), np.nan)
         for k, (tile, grid) in enumerate(tiles):
