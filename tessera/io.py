@@ -23,9 +23,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HOST", "atomic_path", "write_json_atomic", "save_npy_atomic", "atomic_dir", "sha256_file", "write_png"]
+__all__ = [
+    "HOST",
+    "TMP_PREFIX",
+    "atomic_path",
+    "write_json_atomic",
+    "save_npy_atomic",
+    "atomic_dir",
+    "sha256_file",
+    "write_png",
+]
 
 logger = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+"""The prefix of every temporary file (`atomic_path`) and directory (`atomic_dir`): what readers pass over."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -44,7 +56,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".tmp-{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+        prefix=f"{TMP_PREFIX}{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -66,7 +78,7 @@ HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 
 def _tmp_dir_name(final: Path, kind: str) -> str:
     """A sibling of ``final`` this process builds (``new``) or sets aside (``old``) a directory in."""
-    return f".tmp-{final.name}.{kind}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return f"{TMP_PREFIX}{final.name}.{kind}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 def _running(pid: int) -> bool:
@@ -87,7 +99,9 @@ def _remove_stale_dirs(final: Path) -> None:
     of processes that may still run (alive here, or on another host)."""
     if not final.parent.is_dir():
         return
-    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}\.(?:new|old)\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}")
+    pattern = re.compile(
+        rf"{re.escape(TMP_PREFIX)}{re.escape(final.name)}\.(?:new|old)\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}"
+    )
     for path in sorted(final.parent.iterdir()):
         m = pattern.fullmatch(path.name)
         if m is None or not path.is_dir() or path.is_symlink():

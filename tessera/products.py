@@ -43,7 +43,7 @@ from tessera.cog import TilePlacement, require_cog_driver, to_cog, write_mosaic
 from tessera.counts import write_counts
 from tessera.embedfiles import read_sidecar, tile_files
 from tessera.errors import DataSourceError, TileError
-from tessera.io import atomic_path
+from tessera.io import TMP_PREFIX, atomic_path
 from tessera.layout import PRODUCTS
 from tessera.period import Window, parse_window, window
 from tessera.plan import StoredPlan
@@ -349,7 +349,8 @@ def stitch(
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = {m.get("checkpoint") for m in sidecars.values()}
     with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".tmp-{out.stem}-stitch.", dir=out.parent)))
+        scratch = tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{out.stem}-stitch.", dir=out.parent)
+        work = Path(stack.enter_context(scratch))
         tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
         mosaic, scales = work / "embeddings.tif", (work / "scales.tif" if int8 else None)
         dims = int(model["dimensions"])

@@ -53,7 +53,7 @@ from tessera.cog import INT8_NODATA
 from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
 from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
 from tessera.grid import Grid
-from tessera.io import atomic_dir, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
+from tessera.io import TMP_PREFIX, atomic_dir, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
 from tessera.period import window as year_window
 from tessera.products import product_paths
 
@@ -349,7 +349,7 @@ def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
         foreign = sorted(
             rel
             for f in out.rglob("*")
-            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(".tmp-") and f.name != _SNAKEMAKE_STAMP
+            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(TMP_PREFIX) and f.name != _SNAKEMAKE_STAMP
             if (rel := f.relative_to(out).as_posix()) not in known
         )
         if not foreign:

@@ -47,7 +47,7 @@ import numpy as np
 
 from tessera.errors import NoTilesError, TileError, TrainingError
 from tessera.grid import Grid
-from tessera.io import sha256_file
+from tessera.io import TMP_PREFIX, sha256_file
 from tessera.layout import ROI_FILE, TILE_FILES
 from tessera.tileio import TileArrays, read_tile, tile_grid, tile_roi
 
@@ -73,8 +73,6 @@ class TileSource:
 
 #: The tile files that only a tile directory holds: a chunk's S2 read output has the other ones too.
 _TILE_ONLY = tuple(f.name for f in TILE_FILES if f.name.startswith("sar_"))
-#: Prefix of the temporary directories of `tessera.io.atomic_dir` (an export being built or set aside).
-_TMP_PREFIX = ".tmp-"
 _TILE_FIX = "re-export the tiles (`snakemake tiles` with keep_tiles: true) or delete the directory"
 
 
@@ -117,7 +115,7 @@ def _tile_dirs(base: Path) -> list[Path]:
     """
     dirs, broken = [], []
     for d in sorted({p.parent for p in base.rglob("bands.npy")}):
-        if any(part.startswith(_TMP_PREFIX) for part in d.relative_to(base).parts):
+        if any(part.startswith(TMP_PREFIX) for part in d.relative_to(base).parts):
             continue  # an export being written (or one a killed export left): not tiles yet
         if (d / ROI_FILE).is_file():
             dirs.append(d)
