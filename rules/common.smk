@@ -27,8 +27,8 @@ DEVICE = CFG.model.device
 BATCH_SIZE = CFG.model.batch_size or 0
 
 print(S.summary(), file=sys.stderr)
-if S.alignment_note() and workflow.is_main_process:
-    print(S.alignment_note(), file=sys.stderr)
+if workflow.is_main_process and (note := S.alignment_note()):
+    print(note, file=sys.stderr)
 # For envs/tessera.post-deploy.sh (conda deployment): where to install the package from.
 export_project_root(Path(workflow.current_basedir).parent)  # rules/ -> the checkout
 
