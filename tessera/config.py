@@ -103,6 +103,7 @@ def _hint(err: jsonschema.ValidationError) -> str:
         "minimum": f"set it to at least {err.validator_value}",
         "maximum": f"set it to at most {err.validator_value}",
         "exclusiveMinimum": f"set it to more than {err.validator_value}",
+        "pattern": "write it in one of the forms its description in config/README.md gives",
     }
     return hints.get(str(err.validator), f"set it so that {err.validator} {err.validator_value!r} holds")
 

@@ -133,9 +133,10 @@ def setup(config: dict[str, Any], *, check: bool = True) -> Setup:
 
     Args:
         config: The config mapping (validated here).
-        check: Load the checkpoint and check its family (imports PyTorch), and check that a source
-            needing credentials (opera: an Earthdata token) has them. False only where a parse of the
-            same config already checked both (a Snakemake job's own parse).
+        check: Load the checkpoint and check its family (imports PyTorch), check that a source
+            needing credentials (opera: an Earthdata token) has them and that a ``python:`` signer
+            imports. False only where a parse of the same config already checked these (a Snakemake
+            job's own parse).
 
     Raises:
         TesseraError: any problem with the config, the ROI, the checkpoint or the credentials
@@ -166,9 +167,13 @@ def setup(config: dict[str, Any], *, check: bool = True) -> Setup:
     family = None
     if check:
         for kind in ("s2", "s1"):
-            # before any job runs: without a token the searches would run and every read fail later
-            if resolve_source(cfg.source(kind), kind).auth == "earthdata":
+            src = resolve_source(cfg.source(kind), kind)
+            # before any job runs: without a token, or with a signer that cannot be imported, the
+            # searches would run and every read fail later
+            if src.auth == "earthdata":
                 earthdata_token()
+            if src.sign.startswith("python:"):
+                src.href_patcher()
         from tessera import models
 
         m = cfg.model

@@ -26,7 +26,14 @@ from tessera.period import Window, window
 from tessera.sources import DataSource, resolve_source
 from tessera.transport import RetryPolicy, install_redaction, redact, stac_api_io
 
-__all__ = ["ORBIT_PROPERTY", "run_search", "search_parameters", "select_items", "write_item_collection"]
+__all__ = [
+    "ORBIT_PROPERTY",
+    "run_search",
+    "search_parameters",
+    "select_items",
+    "strip_signatures",
+    "write_item_collection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,25 @@ def select_items(items: Iterable[pystac.Item], orbit: str | None, within: Window
     return sorted(kept.values(), key=_sort_key)
 
 
+def strip_signatures(items: Iterable[pystac.Item]) -> int:
+    """Drop the signature query (`tessera.sources.unsigned_href`) from every asset and link href of
+    ``items``, in place; returns how many hrefs carried one."""
+    from tessera.sources import unsigned_href
+
+    count = 0
+    for item in items:
+        for asset in item.assets.values():
+            if (clean := unsigned_href(asset.href)) != asset.href:
+                asset.href = clean
+                count += 1
+        for link in item.links:
+            href = link.get_href(transform_href=False)
+            if href is not None and (clean := unsigned_href(href)) != href:
+                link.target = clean
+                count += 1
+    return count
+
+
 def write_item_collection(items: list[pystac.Item], out: Path, extra: Mapping[str, Any] | None = None) -> None:
     """Write ``items`` as an ItemCollection JSON atomically; ``extra`` lands in its ``tessera:search`` field."""
     collection = pystac.ItemCollection(items, extra_fields={"tessera:search": dict(extra or {})})
@@ -112,7 +138,8 @@ def run_search(
     ``period`` the window's first month-day (None: the calendar year).
 
     Writes the unsigned, (datetime, id)-sorted ItemCollection to ``out`` (also when empty) and
-    returns the number of items.
+    returns the number of items. Hrefs the API returned signed are stored without their signature
+    (`strip_signatures`), with a warning.
 
     Raises:
         ConfigError: unknown product or source; `PeriodError` if ``period`` is not a month-day.
@@ -141,6 +168,15 @@ def run_search(
             f"STAC API root and {kind}.collection exists, or re-run later if the service is down"
         ) from None
     items = select_items(found, orbit, span)
+    stripped = strip_signatures(items)
+    if stripped:
+        log.warning(
+            "%d href(s) from %s came signed: stored without their signature, which expires and is a credential; "
+            "the read step signs at read time (set %s.sign if the asset host needs signed URLs)",
+            stripped,
+            source.url,
+            kind,
+        )
     if not items:
         log.warning("no %s items for chunk %s in %d: writing an empty collection", product, chunk.id, year)
     # only what the search depends on (its rule's params): how bands are read is the read step's

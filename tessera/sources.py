@@ -9,8 +9,10 @@ them. Signing and credentials are applied at read time only (`DataSource.href_pa
 
 from __future__ import annotations
 
+import importlib
 import netrc
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,31 @@ from tessera.errors import ConfigError, DataSourceError
 __all__ = [
     "DataSource",
     "PROVIDERS",
-    "TEST_SAS_QUERY",
-    "resolve_source",
+    "SIGNATURE_KEYS",
     "earthdata_token",
+    "resolve_source",
+    "unsigned_href",
 ]
 
-#: The fake SAS query ``sign: test-sas`` appends; tests grep outputs for it to prove nothing leaks.
-TEST_SAS_QUERY = "st=2026-01-01&se=2099-01-01&sig=FAKE-SAS-SIGNATURE"
+SIGNATURE_KEYS = frozenset(
+    {
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "token",
+        "access_token",
+        "key-pair-id",
+        "policy",
+    }
+)
+"""Query keys (lower case) that make a URL a signed one: Azure SAS, S3 and GCS pre-signed URLs,
+CloudFront signed URLs, bearer tokens in the query."""
+
+_QUERY_KEYS = re.compile(r"(?:^|&)([^=&]+)")
 
 _PC_S2_ASSETS = {b: b for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL")}
 _ES_S2_ASSETS = {
@@ -110,7 +130,7 @@ class DataSource:
     harmonised: bool
     """S2: True if the provider already removed the +1000 offset of processing baseline 04.00+."""
     sign: str
-    """``none``, ``planetary-computer`` or ``test-sas``: how hrefs are signed at read time."""
+    """``none``, ``planetary-computer`` or ``python:<module>:<function>``: how hrefs are signed at read time."""
     resampling: str
     """Resampling of spectral/backscatter bands onto the output grid (S1 only; S2 is always bilinear)."""
     auth: str = "none"
@@ -133,14 +153,16 @@ class DataSource:
         """The function that signs an asset href at read time (odc-stac ``patch_url``), or None."""
         if self.sign == "none":
             return None
-        if self.sign == "test-sas":
-            return _test_sas
         if self.sign == "planetary-computer":
             import planetary_computer
 
             sign_url: Callable[[str], str] = planetary_computer.sign_url
             return sign_url
-        raise ConfigError(f"{self.kind}.sign {self.sign!r} is unknown; use none, planetary-computer or test-sas")
+        if self.sign.startswith("python:"):
+            return _signer(self.sign, self.kind)
+        raise ConfigError(
+            f"{self.kind}.sign {self.sign!r} is unknown; use none, planetary-computer or python:<module>:<function>"
+        )
 
     def gdal_options(self) -> dict[str, str]:
         """GDAL config options that carry this source's credentials (in-process only, never on disk)."""
@@ -166,9 +188,39 @@ class DataSource:
         }
 
 
-def _test_sas(href: str) -> str:
-    sep = "&" if "?" in href else "?"
-    return f"{href}{sep}{TEST_SAS_QUERY}"
+def _signer(spec: str, kind: str) -> Callable[[str], str]:
+    """The function ``python:<module>:<function>`` names (it takes an href and returns it signed)."""
+    parts = spec.split(":")
+    fix = (
+        f"{kind}.sign {spec!r} must name a function href -> signed href as python:<module>:<function>, "
+        "importable in the environment the read jobs run in"
+    )
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise ConfigError(f"{fix}; it does not name one module and one function")
+    module_name, name = parts[1], parts[2]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{fix}; module {module_name!r} cannot be imported: {exc}") from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise ConfigError(f"{fix}; module {module_name!r} has no function {name!r}")
+    signer: Callable[[str], str] = func
+    return signer
+
+
+def unsigned_href(href: str) -> str:
+    """``href`` without its query string if the query carries a signature or token (`SIGNATURE_KEYS`).
+
+    A STAC API may answer with pre-signed asset hrefs; they expire and are credentials, so they are
+    never stored (the read step signs at read time, `DataSource.href_patcher`). A query without any
+    such key (a plain parameter) is kept.
+    """
+    base, sep, query = href.partition("?")
+    if not sep:
+        return href
+    keys = {k.lower() for k in _QUERY_KEYS.findall(query.split("#", 1)[0])}
+    return base if keys & SIGNATURE_KEYS else href
 
 
 def resolve_source(src_cfg: SourceConfig, kind: str) -> DataSource:

@@ -270,7 +270,7 @@ def test_missing_asset_is_skipped_recorded_and_reported(demo_servers_session: De
 
 def test_no_token_or_signature_reaches_any_file(demo_servers_session: DemoServers, tmp_path: Path) -> None:
     token = "FAKE-EARTHDATA-TOKEN-8c1f3e"
-    sign = {"sign": "test-sas"}
+    sign = {"sign": "python:tessera.testing.signing:fake_sas"}
     cfg = write_config(tmp_path, demo_servers_session, chunk_size_m=5000, s2=sign, s1=sign)
     res = run_snakemake(cfg, extra_env={"EARTHDATA_TOKEN": token})
     assert products(tmp_path / "results")["cog"].exists()

@@ -7,6 +7,7 @@ semantics tests against pgstac belong with `tessera.testing.servers`.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -126,7 +127,8 @@ def api() -> Iterator[tuple[str, Api]]:
 
 
 def cfg_for(url: str) -> dict[str, SourceConfig]:
-    src = {"source": "stac", "url": url, "collection": "sentinel-1-rtc", "sign": "test-sas"}
+    sign = "python:tessera.testing.signing:fake_sas"
+    src = {"source": "stac", "url": url, "collection": "sentinel-1-rtc", "sign": sign}
     return {"s1": SourceConfig.from_dict(src), "s2": SourceConfig.from_dict({**src, "collection": "sentinel-2-l2a"})}
 
 
@@ -167,6 +169,29 @@ def test_run_search_orbit_paging_unsigned(
     # the search records only what it depends on; how bands are read is the read step's provenance
     source = json.loads(out.read_text())["tessera:search"]["source"]
     assert source == {"provider": "stac", "url": url, "collection": "sentinel-1-rtc"}
+
+
+def test_hrefs_the_api_signed_are_stored_without_their_signature(
+    api: tuple[str, Api], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, state = api
+    from tessera.testing.signing import FAKE_SAS_QUERY, fake_sas
+
+    for f in state.features:
+        f["assets"]["vv"]["href"] = fake_sas(f["assets"]["vv"]["href"])
+        f["links"] = [{"rel": "license", "href": fake_sas("https://example.invalid/licence")}]
+    state.features[0]["assets"]["vh"] = {"href": "https://example.invalid/0/vh.tif?version=2"}  # not a signature
+    out = tmp_path / "a.json"
+    with caplog.at_level(logging.WARNING, logger="tessera.search"):
+        n = run_search(cfg_for(url)["s1"], CHUNK, 2023, "s1-descending", out)
+    text = out.read_text()
+    assert n == 3 and FAKE_SAS_QUERY not in text and "sig=" not in text
+    assets = {f["id"]: f["assets"] for f in json.loads(text)["features"]}
+    assert assets["S1_00"] == {
+        "vv": {"href": "https://example.invalid/0/vv.tif"},
+        "vh": {"href": "https://example.invalid/0/vh.tif?version=2"},
+    }
+    assert "6 href(s) from" in caplog.text and "came signed" in caplog.text and "FAKE-SAS" not in caplog.text
 
 
 def test_client_side_orbit_check_when_server_ignores_query(api: tuple[str, Api], tmp_path: Path) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tessera.config import SourceConfig
 from tessera.errors import ConfigError, DataSourceError, TransportError
-from tessera.sources import TEST_SAS_QUERY, earthdata_token, resolve_source
+from tessera.sources import earthdata_token, resolve_source, unsigned_href
+from tessera.testing.signing import FAKE_SAS_QUERY
 from tessera.transport import MissingAssetError, RetryPolicy, RetryStats, call_with_retries, install_redaction, redact
+
+FAKE_SIGNER = "python:tessera.testing.signing:fake_sas"
 
 
 def test_planetary_computer_defaults() -> None:
@@ -33,7 +37,7 @@ def test_earth_search_and_opera_defaults() -> None:
 def test_overrides_and_errors() -> None:
     src = resolve_source(
         SourceConfig.from_dict(
-            {"source": "stac", "url": "http://x/", "collection": "c", "assets": {"B02": "b2"}, "sign": "test-sas"}
+            {"source": "stac", "url": "http://x/", "collection": "c", "assets": {"B02": "b2"}, "sign": FAKE_SIGNER}
         ),
         "s2",
     )
@@ -43,14 +47,60 @@ def test_overrides_and_errors() -> None:
     with pytest.raises(ConfigError, match="B01"):
         src.asset("B01")  # not a band the pipeline reads
     patch = src.href_patcher()
-    assert patch is not None and patch("http://h/a.tif") == f"http://h/a.tif?{TEST_SAS_QUERY}"
-    assert patch("http://h/a.tif?x=1") == f"http://h/a.tif?x=1&{TEST_SAS_QUERY}"
+    assert patch is not None and patch("http://h/a.tif") == f"http://h/a.tif?{FAKE_SAS_QUERY}"
+    assert patch("http://h/a.tif?x=1") == f"http://h/a.tif?x=1&{FAKE_SAS_QUERY}"
     with pytest.raises(ConfigError, match="unknown"):
         resolve_source(SourceConfig.from_dict({"source": "nope"}), "s2")
     with pytest.raises(ConfigError, match="url"):
         resolve_source(SourceConfig.from_dict({"source": "stac"}), "s1")
     with pytest.raises(ConfigError, match="does not serve"):
         resolve_source(SourceConfig.from_dict({"source": "opera"}), "s2")
+
+
+@pytest.mark.parametrize(
+    ("sign", "match"),
+    [
+        ("python:tessera.no_such_module:sign", "module 'tessera.no_such_module' cannot be imported"),
+        ("python:tessera.testing.signing:no_such_function", "has no function 'no_such_function'"),
+        ("python:tessera.testing.signing:FAKE_SAS_QUERY", "has no function 'FAKE_SAS_QUERY'"),  # not callable
+        ("python:tessera.testing.signing", "does not name one module and one function"),
+        ("sas", "is unknown"),
+    ],
+)
+def test_a_signer_that_cannot_be_used_is_a_config_error(sign: str, match: str) -> None:
+    src = resolve_source(SourceConfig.from_dict({"source": "stac", "url": "http://x", "collection": "c"}), "s2")
+    with pytest.raises(ConfigError, match=match):
+        replace(src, sign=sign).href_patcher()
+
+
+def test_a_signer_is_checked_at_parse_before_any_job(tmp_path: Path) -> None:
+    from tessera.config import validate_config
+    from tessera.parsetime import setup
+    from tessera.testing.demo import DEMO_ROI
+
+    with pytest.raises(ConfigError, match=r"s2/sign: 'test-sas' does not match"):
+        validate_config({"roi": "x", "years": [2022], "s2": {"source": "stac", "sign": "test-sas"}})
+    cfg = {
+        "roi": str(DEMO_ROI),
+        "years": [2022],
+        "results_dir": str(tmp_path / "r"),
+        "s2": {"source": "planetary-computer", "sign": "python:tessera.testing.signing:nope"},
+    }
+    with pytest.raises(ConfigError, match=r"s2\.sign .* has no function 'nope'"):
+        setup(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unsigned_href_drops_only_signature_queries() -> None:
+    plain = "https://h.example/a/B04.tif"
+    assert unsigned_href(f"{plain}?{FAKE_SAS_QUERY}") == plain  # Azure SAS
+    s3 = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F&X-Amz-Signature=abc"
+    assert unsigned_href(f"{plain}?{s3}") == plain  # S3 pre-signed
+    assert unsigned_href(f"{plain}?Expires=1&Signature=x&Key-Pair-Id=k") == plain  # CloudFront
+    assert unsigned_href(f"{plain}?access_token=t") == plain
+    assert unsigned_href(plain) == plain
+    assert unsigned_href(f"{plain}?version=2") == f"{plain}?version=2"  # a plain parameter stays
+    assert unsigned_href(f"{plain}?designation=x") == f"{plain}?designation=x"  # 'sig' only as a whole key
 
 
 def test_unknown_band_names_in_assets_are_refused_at_parse() -> None:
@@ -73,7 +123,7 @@ def test_earthdata_token(tmp_path: Path) -> None:
 
 
 def test_redaction_in_logs(caplog: pytest.LogCaptureFixture) -> None:
-    url = f"https://acct.blob.core.windows.net/c/B04.tif?{TEST_SAS_QUERY}"
+    url = f"https://acct.blob.core.windows.net/c/B04.tif?{FAKE_SAS_QUERY}"
     assert redact(f"HTTP 404 for '{url}'") == "HTTP 404 for 'https://acct.blob.core.windows.net/c/B04.tif?<redacted>'"
     install_redaction()
     with caplog.at_level(logging.ERROR, logger="odc.loader._rio"):
@@ -99,7 +149,7 @@ def test_call_with_retries_classifies() -> None:
     assert stats.retries == 1 and sleeps == [0.5]
 
     def timeout() -> None:
-        raise rasterio.errors.RasterioIOError(f"http://h/a.tif?{TEST_SAS_QUERY}: Operation timed out")
+        raise rasterio.errors.RasterioIOError(f"http://h/a.tif?{FAKE_SAS_QUERY}: Operation timed out")
 
     with pytest.raises(TransportError) as info:
         call_with_retries(timeout, "y", stats, policy, sleep=sleeps.append)
