@@ -434,8 +434,9 @@ def _export_without_products(tmp: Path, _: str) -> Run:
 
 
 def _export_other_registry(tmp: Path, _: str) -> Run:
-    """An export into a directory that already holds the registry of another year's export."""
-    from tessera.export.geotessera import export_geotessera
+    """An export into a directory that already holds a registry this pipeline did not write (a 2023 export
+    without its ``tessera_metadata.json``, as a geotessera download looks)."""
+    from tessera.export.geotessera import METADATA_FILE, export_geotessera
     from tests.productgen import RES, write_product
     from tests.productgen import write_config as product_config
 
@@ -443,8 +444,9 @@ def _export_other_registry(tmp: Path, _: str) -> Run:
     other = write_product(tmp / "other", year=2023)
     out = tmp / "geotessera"
     export_geotessera(load_roi(other.roi, RES), other.cog, 2023, out)
+    (out / METADATA_FILE).unlink()
     argv = ["export", "geotessera", "--config", str(product_config(tmp, product)), "--year", "2022", "--out", str(out)]
-    says = [f"{out} already holds a different registry (4 tile(s) of 2023", "--out"]
+    says = [f"{out} already holds a registry that is not a tessera-pipeline export (4 tile(s) of 2023", "--out"]
     return Run(says, [out / "global_0.1_degree_representation" / "2022"], argv=argv)
 
 

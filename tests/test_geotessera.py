@@ -27,16 +27,24 @@ import pandas as pd
 import pytest
 import rasterio
 import rasterio.warp
+import yaml
 from affine import Affine
 
-from tessera.errors import ExportConflictError, ProductsMissingError, UnsupportedProductError
+from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
 from tessera.export import geotessera as export_module
 from tessera.export.cells import Cell, cell_of, cells_touching, tile_grid
-from tessera.export.geotessera import EMBEDDINGS_DIR, LANDMASKS_DIR, METADATA_FILE, REGISTRY, export_geotessera
+from tessera.export.geotessera import (
+    EMBEDDINGS_DIR,
+    LANDMASKS_DIR,
+    METADATA_FILE,
+    REGISTRY,
+    export_geotessera,
+    export_geotessera_years,
+)
 from tessera.grid import load_roi
 from tessera.io import HOST
 from tests.offline import block_network, child_env
-from tests.productgen import RES, SyntheticProduct, write_product
+from tests.productgen import RES, SyntheticProduct, write_config, write_product
 
 BIN = Path(sys.executable).parent
 YEAR = 2022
@@ -128,13 +136,18 @@ def _client(out: Path, tmp: Path) -> object:
 
 
 def _check_round_trip(
-    product: SyntheticProduct, out: Path, tmp: Path, atol: np.ndarray | None = None, mosaic: bool = True
+    product: SyntheticProduct,
+    out: Path,
+    tmp: Path,
+    atol: np.ndarray | None = None,
+    mosaic: bool = True,
+    year: int = YEAR,
 ) -> None:
-    """geotessera's points and (with ``mosaic``) mosaic equal the product's values (``atol`` per pixel; 0
-    by default)."""
+    """geotessera's points and (with ``mosaic``) mosaic of ``year`` equal the product's values (``atol`` per
+    pixel; 0 by default)."""
     gt = _client(out, tmp)
     points, r, c = _points(product, 300)
-    got = gt.sample_embeddings_at_points(points, year=YEAR, auto_download=False)  # type: ignore[attr-defined]
+    got = gt.sample_embeddings_at_points(points, year=year, auto_download=False)  # type: ignore[attr-defined]
     want = product.values[r, c]
     ok = product.valid[r, c]
     assert ok.sum() >= 100
@@ -151,7 +164,7 @@ def _check_round_trip(
     # in the product's CRS the mosaic is a copy; in EPSG:4326 geotessera would resample embeddings
     # bilinearly and the comparison would test GDAL's interpolation rather than the export
     mosaic, mtransform, mcrs = gt.fetch_mosaic_for_region(  # type: ignore[attr-defined]
-        (west, south, east, north), year=YEAR, target_crs=crs.to_string(), auto_download=False
+        (west, south, east, north), year=year, target_crs=crs.to_string(), auto_download=False
     )
     assert mcrs == crs.to_string() and (mtransform.a, mtransform.e) == (transform.a, transform.e)
     dc, dr = (transform.c - mtransform.c) / transform.a, (mtransform.f - transform.f) / transform.a
@@ -281,9 +294,12 @@ def test_export_directory_conflicts(tmp_path: Path) -> None:
     export_geotessera(roi, product.cog, YEAR, out)
     assert {p: p.read_bytes() for p in sorted(out.rglob("*.npy"))} == first
 
-    other = write_product(tmp_path / "2023", year=2023)
-    with pytest.raises(ExportConflictError, match=r"different registry \(4 tile\(s\) of 2022") as err:
-        export_geotessera(roi, other.cog, 2023, out)
+    # a registry without our metadata (a geotessera download, say) is not ours to replace
+    foreign = tmp_path / "foreign"
+    shutil.copytree(out, foreign)
+    (foreign / METADATA_FILE).unlink()
+    with pytest.raises(ExportConflictError, match=r"registry that is not a tessera-pipeline export \(4 tile") as err:
+        export_geotessera(roi, product.cog, YEAR, foreign)
     assert isinstance(err.value, FileExistsError)
     notes = tmp_path / "notes"
     notes.mkdir()
@@ -392,10 +408,10 @@ def test_interrupted_export_is_rerun_in_place(tmp_path: Path, monkeypatch: pytes
 
 
 def _moved_product(product: SyntheticProduct, root: Path, crs: str, transform: Affine) -> SyntheticProduct:
-    """A copy of ``product`` and its ROI, pixel for pixel, with another CRS and transform."""
-    cog = root / "results" / str(YEAR) / "products" / product.cog.name
+    """A copy of ``product`` (of any year) and its ROI, pixel for pixel, with another CRS and transform."""
+    cog = root / "results" / product.cog.parent.parent.name / "products" / product.cog.name
     cog.parent.mkdir(parents=True)
-    scales = product.cog.with_name(f"tessera_{YEAR}_scales.tif")
+    scales = product.cog.with_name(f"{product.cog.stem}_scales.tif")
     pairs = [(product.roi, root / "roi.tif"), (product.cog, cog)]
     pairs += [(scales, cog.with_name(scales.name))] if scales.exists() else []
     for src_path, dst_path in pairs:
@@ -456,6 +472,178 @@ def test_roi_across_the_antimeridian(tmp_path: Path, offline: list[str]) -> None
     assert {"179.95", "-179.95"} <= lons, summary.tiles
     _check_round_trip(moved, out, tmp_path, mosaic=False)
     assert offline == []
+
+
+def _two_years(root: Path) -> dict[int, SyntheticProduct]:
+    """Products of 2022 and 2023 with other values on the same ROI (``root/roi.tif``) and results directory."""
+    return {year: write_product(root, year=year, seed=year - YEAR) for year in (YEAR, YEAR + 1)}
+
+
+def _cogs(products: dict[int, SyntheticProduct]) -> dict[int, Path]:
+    return {year: product.cog for year, product in products.items()}
+
+
+def _registry_rows(out: Path) -> list[tuple[int, str]]:
+    registry = pd.read_parquet(out / REGISTRY)
+    return [
+        (int(y), f"grid_{lon:.2f}_{lat:.2f}")
+        for y, lon, lat in zip(registry.year, registry.lon, registry.lat, strict=True)
+    ]
+
+
+def _tile_of(product: SyntheticProduct, transform: Affine, shape: tuple[int, ...]) -> np.ndarray:
+    """What a tile of ``shape`` (H, W, D) at ``transform`` holds of ``product``: its values, 0 elsewhere."""
+    with rasterio.open(product.cog) as src:
+        at = src.transform
+    dc, dr = round((at.c - transform.c) / RES), round((transform.f - at.f) / RES)
+    h, w = product.values.shape[:2]
+    rows, cols = slice(max(dr, 0), min(dr + h, shape[0])), slice(max(dc, 0), min(dc + w, shape[1]))
+    assert rows.start < rows.stop and cols.start < cols.stop, "the tile misses the product"
+    tile = np.zeros(shape, np.float32)
+    tile[rows, cols] = np.nan_to_num(product.values[rows.start - dr : rows.stop - dr, cols.start - dc : cols.stop - dc])
+    return tile
+
+
+def test_two_year_store_read_by_geotessera(tmp_path: Path, offline: list[str]) -> None:
+    """One store of 2022 and 2023: one registry row per (year, tile), landmasks once, and geotessera's
+    tiles and points of each year are that year's product exactly."""
+    products = _two_years(tmp_path)
+    out = tmp_path / "store"
+    summary = export_geotessera_years(load_roi(products[YEAR].roi, RES), dict(reversed(_cogs(products).items())), out)
+    assert summary.years == (2022, 2023) and list(summary.tiles) == NAMES
+    assert sorted(_registry_rows(out)) == sorted((y, n) for y in (2022, 2023) for n in NAMES)
+    assert len(pd.read_parquet(out / "landmasks.parquet")) == len(NAMES)
+    assert sorted(p.name for p in (out / LANDMASKS_DIR).iterdir()) == sorted(
+        [*(f"{n}.tiff" for n in NAMES), "SHA256SUM"]
+    )
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["years"] == [2022, 2023] and meta["tiles"] == NAMES and "year" not in meta and "window" not in meta
+    assert {y: m["window"] for y, m in meta["products"].items()} == {
+        "2022": "2022-01-01/2022-12-31",
+        "2023": "2023-01-01/2023-12-31",
+    }
+    assert meta["products"]["2023"]["source_product"].endswith("2023/products/tessera_2023.tif")
+
+    gt = _client(out, tmp_path)
+    for name in NAMES:
+        lon, lat = (float(v) for v in name.removeprefix("grid_").split("_"))
+        tiles = []
+        for year, product in products.items():
+            got, _, transform = gt.fetch_embedding(lon, lat, year=year)  # type: ignore[attr-defined]
+            assert np.array_equal(got, _tile_of(product, transform, got.shape)), (name, year)
+            tiles.append(got)
+        assert not np.array_equal(*tiles)
+    _check_round_trip(products[2023], out, tmp_path, mosaic=False, year=2023)
+    assert offline == [], offline
+
+
+def test_adding_a_year_replaces_our_export(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Exporting 2022 and 2023 into our export of 2022 (one written before stores held several years,
+    whose metadata has ``year`` only) replaces it; exporting 2022 alone again drops 2023, with a warning."""
+    products = _two_years(tmp_path)
+    roi = load_roi(products[YEAR].roi, RES)
+    out = tmp_path / "store"
+    export_geotessera(roi, products[YEAR].cog, YEAR, out)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["years"] == [YEAR] and meta["year"] == YEAR and meta["products"][str(YEAR)]["window"] == meta["window"]
+    old_form = {k: v for k, v in meta.items() if k not in ("years", "products")}
+    (out / METADATA_FILE).write_text(json.dumps(old_form))
+    first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.npy"))}
+
+    export_geotessera_years(roi, _cogs(products), out)
+    assert sorted(_registry_rows(out)) == sorted((y, n) for y in (2022, 2023) for n in NAMES)
+    assert {p: (out / p).read_bytes() for p in first} == first
+    assert json.loads((out / METADATA_FILE).read_text())["years"] == [2022, 2023]
+    assert not [n for n in _siblings(out) if n.startswith(".tmp-")]
+
+    with caplog.at_level(logging.WARNING, logger="tessera.export.geotessera"):
+        export_geotessera(roi, products[YEAR].cog, YEAR, out)
+    assert "holds 2023 too" in caplog.text
+    assert sorted(_registry_rows(out)) == sorted((YEAR, n) for n in NAMES)
+    assert not (out / EMBEDDINGS_DIR / "2023").exists()
+
+
+def test_store_refuses_what_is_not_our_export(tmp_path: Path) -> None:
+    """Adding a year never replaces a foreign registry, our export with a file of its own, or our export
+    of other tiles; each stays as it was."""
+    products = _two_years(tmp_path)
+    roi = load_roi(products[YEAR].roi, RES)
+    cogs = _cogs(products)
+    foreign = tmp_path / "foreign"
+    export_geotessera(roi, products[YEAR].cog, YEAR, foreign)
+    (foreign / METADATA_FILE).unlink()
+    with pytest.raises(ExportConflictError, match=r"not a tessera-pipeline export \(4 tile\(s\) of 2022, e\.g\."):
+        export_geotessera_years(roi, cogs, foreign)
+
+    mine = tmp_path / "mine"
+    export_geotessera(roi, products[YEAR].cog, YEAR, mine)
+    (mine / EMBEDDINGS_DIR / "notes.txt").write_text("mine")
+    with pytest.raises(ExportConflictError, match=f"no export writes \\(e.g. {EMBEDDINGS_DIR}/notes.txt"):
+        export_geotessera_years(roi, cogs, mine)
+
+    east = Affine(RES, 0, 313_000.0, 0, -RES, 5_788_000.0)  # 20 km east: other tiles
+    moved = _moved_product(products[YEAR], tmp_path / "east", "EPSG:32631", east)
+    others = tmp_path / "others"
+    export_geotessera(load_roi(moved.roi, RES), moved.cog, YEAR, others)
+    with pytest.raises(ExportConflictError, match=r"a tessera-pipeline export of other tiles \(\d tile\(s\) of 2022"):
+        export_geotessera_years(roi, cogs, others)
+    for d in (foreign, mine, others):
+        assert sorted(y for y, _ in _registry_rows(d)) == [YEAR] * len(_registry_rows(d))
+    assert (mine / EMBEDDINGS_DIR / "notes.txt").read_text() == "mine"
+
+
+def test_years_on_different_grids_are_refused(tmp_path: Path) -> None:
+    """A store's years share its tiles and landmasks: a 2023 product one pixel east of 2022's is refused."""
+    products = _two_years(tmp_path)
+    shifted = Affine(RES, 0, 293_100.0, 0, -RES, 5_788_000.0)
+    moved = _moved_product(products[2023], tmp_path / "shifted", "EPSG:32631", shifted)
+    out = tmp_path / "store"
+    with pytest.raises(GridMismatchError, match="products of 2022, 2023 lie on different grids") as err:
+        export_geotessera_years(load_roi(products[YEAR].roi, RES), {YEAR: products[YEAR].cog, 2023: moved.cog}, out)
+    assert isinstance(err.value, ValueError) and "rerun the workflow of 2023" in str(err.value)
+    assert not out.exists()
+
+
+def _two_year_config(root: Path, product: SyntheticProduct) -> Path:
+    config = write_config(root, product)
+    cfg = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**cfg, "years": [YEAR, YEAR + 1]}))
+    return config
+
+
+def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one-line error of a ``tessera`` command that must exit with status 2."""
+    from tessera.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_cli_exports_several_years_from_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config`` with ``--year`` twice and ``--out`` writes one store; without ``--out``, or with
+    ``--plan``, several years are refused."""
+    from tessera.cli import main
+
+    products = _two_years(tmp_path)
+    config, out = _two_year_config(tmp_path, products[YEAR]), tmp_path / "store"
+    argv = ["export", "geotessera", "--config", str(config), "--year", "2023", "--year", "2022"]
+    assert "ConfigError: a store of several years" in _cli_error(argv, capsys)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("4 tile(s) of 2022, 2023, ")
+    assert sorted(_registry_rows(out)) == sorted((y, n) for y in (2022, 2023) for n in NAMES)
+    plan = ["export", "geotessera", "--plan", str(tmp_path / "plan"), "--year", "2022", "--year", "2023"]
+    message = _cli_error([*plan, "--cog", str(products[YEAR].cog), "--out", str(tmp_path / "x")], capsys)
+    assert "ConfigError: with --plan, pass one --year" in message
+
+
+def test_cli_refuses_cog_with_several_years(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    products = _two_years(tmp_path)
+    config, out = _two_year_config(tmp_path, products[YEAR]), tmp_path / "store"
+    argv = ["export", "geotessera", "--config", str(config), "--year", "2022", "--year", "2023"]
+    message = _cli_error([*argv, "--cog", str(products[YEAR].cog), "--out", str(out)], capsys)
+    assert "ConfigError: --cog names one year's product" in message and "drop --cog" in message
+    assert not out.exists()
 
 
 def check_run_export(results: Path, roi_path: Path, out: Path, tmp: Path) -> SyntheticProduct:

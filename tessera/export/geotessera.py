@@ -1,4 +1,4 @@
-"""Export a year's stitched product in geotessera's layout, so ``GeoTessera`` opens it offline.
+"""Export the stitched products of one or more years as one geotessera store, so ``GeoTessera`` opens it offline.
 
 What geotessera 0.7.5 reads (its ``registry.py``, ``tiles.py``, ``core.py``, ``registry_cli.py``)::
 
@@ -6,11 +6,11 @@ What geotessera 0.7.5 reads (its ``registry.py``, ``tiles.py``, ``core.py``, ``r
       registry.parquet                            GeoParquet, one row per (year, tile)
       landmasks.parquet                           GeoParquet, one row per landmask
       tessera_metadata.json                       provenance of this export (ours; geotessera ignores it)
-      global_0.1_degree_representation/<year>/grid_<lon>_<lat>/
+      global_0.1_degree_representation/<year>/grid_<lon>_<lat>/   for each year exported
         grid_<lon>_<lat>.npy                      int8 (H, W, 128) codes
         grid_<lon>_<lat>_scales.npy               float32 (H, W) scales; value = code * scale
         SHA256                                    sha256sum lines of the two .npy files
-      global_0.1_degree_tiff_all/
+      global_0.1_degree_tiff_all/                 one landmask per tile, shared by every year
         grid_<lon>_<lat>.tiff                     uint8 landmask: the tile's CRS, transform, H and W
         SHA256SUM                                 sha256sum lines of the landmasks
 
@@ -27,6 +27,13 @@ scales are copied unchanged; a float32 product is quantised with its family's ru
 (`tessera.quantize`). Every tile is a window of the product grid (`tessera.export.cells`), so
 nothing is resampled: a point has the same embedding in the export as in the product.
 
+Years: a store holds every year it was asked for (`export_geotessera_years`), with the same tiles
+and landmasks, so every year's product must lie on the ROI grid (`GridMismatchError` if not). A
+year is added to a store by exporting all its years again into it: a previous export of ours of the
+same tiles is replaced whatever years it held (`tessera.export.store.check_target`). ``tessera_metadata.json`` lists the
+years and each year's provenance under ``products``; a one-year store also keeps that year's keys at
+the top level, as one-year exports always had them.
+
 Writing: the export is built in a temporary directory next to ``<out>`` and swapped onto it when
 complete (`tessera.io.atomic_dir`), so ``<out>`` is only ever absent, the previous complete export or
 the new one, and an interrupted run is rerun with the same command.
@@ -34,10 +41,9 @@ the new one, and an interrupted run is rerun with the same command.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +56,25 @@ from rasterio.windows import Window
 
 import tessera
 from tessera.cog import INT8_NODATA
-from tessera.errors import ExportConflictError, GridMismatchError, ProductsMissingError, UnsupportedProductError
+from tessera.errors import (
+    ConfigError,
+    GridMismatchError,
+    ProductsMissingError,
+    UnsupportedProductError,
+)
 from tessera.export.cells import Cell, RoiMask, cells_touching, tile_grid
+from tessera.export.store import (
+    EMBEDDINGS_DIR,
+    GENERATOR,
+    LANDMASKS_DIR,
+    LANDMASKS_REGISTRY,
+    METADATA_FILE,
+    REGISTRY,
+    check_target,
+    years_text,
+)
 from tessera.grid import Grid
-from tessera.io import TMP_PREFIX, atomic_dir, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
+from tessera.io import atomic_dir, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
 from tessera.period import window as year_window
 from tessera.products import product_paths
 
@@ -66,20 +87,15 @@ __all__ = [
     "REGISTRY",
     "ExportSummary",
     "export_geotessera",
+    "export_geotessera_years",
 ]
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_DIR = "global_0.1_degree_representation"
-LANDMASKS_DIR = "global_0.1_degree_tiff_all"
-REGISTRY = "registry.parquet"
-LANDMASKS_REGISTRY = "landmasks.parquet"
-METADATA_FILE = "tessera_metadata.json"
 #: geotessera's point sampling and info assume 128 bands.
 GEOTESSERA_DIMS = 128
 #: The pixel size (metres) of the published geotessera tiles, which are in the UTM zone of each tile.
 PUBLISHED_RESOLUTION = 10.0
-_GENERATOR = "tessera-pipeline"
 
 
 @dataclass(frozen=True)
@@ -88,16 +104,17 @@ class ExportSummary:
 
     out: Path
     """The export directory."""
-    year: int
-    """The year exported."""
+    years: tuple[int, ...]
+    """The years exported, ascending."""
     tiles: tuple[str, ...]
-    """Tile names, sorted by (lat, lon)."""
+    """Tile names, sorted by (lat, lon); every year holds these tiles."""
     bytes: int
     """Total size of the files written."""
 
 
 @dataclass(frozen=True)
 class _Product:
+    year: int
     cog: Path
     scales: Path | None
     grid: Grid
@@ -153,8 +170,14 @@ def _product_grid(cog: Path, crs: CRS | None, transform: Affine, width: int, hei
         ) from e
 
 
-def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
-    """The product, if it can be exported for ``year`` on ``roi``'s grid; a named error if not."""
+def _open_product(cog: Path, year: int) -> _Product:
+    """The product of ``year``, if geotessera tiles can be cut from it; a named error if not."""
+    if not cog.is_file():
+        raise ProductsMissingError(
+            f"no products of {year} yet: {cog} does not exist; use `snakemake geotessera --configfile <config>`, "
+            f"which makes the products of every configured year and then this export, or make the products alone "
+            f"with `snakemake --configfile <config>` first"
+        )
     with rasterio.open(cog) as src:
         int8 = src.dtypes[0] == "int8"
         tags = dict(src.tags())
@@ -174,11 +197,6 @@ def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
             f"{cog} has {dims} dimensions; geotessera reads {GEOTESSERA_DIMS}-d embeddings only "
             "(set model.dimensions: 128 and rerun the workflow)"
         )
-    if grid != roi.grid:
-        raise GridMismatchError(
-            f"{cog} lies on {grid}, not on the ROI grid {roi.grid}; it was made with another ROI or "
-            "resolution: rerun the workflow with this config"
-        )
     epsg = int(grid.crs.removeprefix("EPSG:"))
     if grid.resolution != PUBLISHED_RESOLUTION or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
         log.warning(
@@ -186,7 +204,29 @@ def _open_product(cog: Path, year: int, roi: RoiMask) -> _Product:
             "published tiles are UTM at %g m, so these tiles do not line up pixel for pixel with published ones",
             cog, grid.crs, grid.resolution, PUBLISHED_RESOLUTION,
         )  # fmt: skip
-    return _Product(cog, scales, grid, dims, tags)
+    return _Product(year, cog, scales, grid, dims, tags)
+
+
+def _check_grids(products: Sequence[_Product], roi: RoiMask) -> None:
+    """`GridMismatchError` unless every product lies on the ROI grid: the years of a store share its tiles."""
+    by_grid: dict[Grid, list[int]] = {}
+    for product in products:
+        by_grid.setdefault(product.grid, []).append(product.year)
+    if len(by_grid) > 1:
+        held = "; ".join(f"{years_text(years)} on {grid}" for grid, years in by_grid.items())
+        off = years_text(p.year for p in products if p.grid != roi.grid)
+        raise GridMismatchError(
+            f"the products of {years_text(p.year for p in products)} lie on different grids ({held}), but the "
+            f"years of one store share its tiles and landmasks; rerun the workflow of {off} with this config (the "
+            f"ROI grid is {roi.grid}), or export the years made with another ROI or resolution to another "
+            "directory (--out)"
+        )
+    for product in products:
+        if product.grid != roi.grid:
+            raise GridMismatchError(
+                f"{product.cog} lies on {product.grid}, not on the ROI grid {roi.grid}; it was made with another ROI "
+                "or resolution: rerun the workflow with this config"
+            )
 
 
 def _quantise(values: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -218,30 +258,24 @@ def _read(product: _Product, window: Grid) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
-def _clip(outer: Grid, g: Grid) -> Grid | None:
-    col0, row0 = max(outer.col, g.col), max(outer.row, g.row)
-    col1, row1 = min(outer.col + outer.width, g.col + g.width), min(outer.row + outer.height, g.row + g.height)
+def _overlap(outer: Grid, tile: Grid) -> tuple[Grid, tuple[slice, slice]] | None:
+    """The window of ``outer`` inside ``tile`` and its ``(rows, cols)`` in ``tile``; None if they do not meet."""
+    col0, row0 = max(outer.col, tile.col), max(outer.row, tile.row)
+    col1 = min(outer.col + outer.width, tile.col + tile.width)
+    row1 = min(outer.row + outer.height, tile.row + tile.height)
     if col0 >= col1 or row0 >= row1:
         return None
-    return Grid(outer.crs, outer.resolution, col0, row0, col1 - col0, row1 - row0)
-
-
-def _tile_arrays(product: _Product, roi: RoiMask, tile: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(codes (D, H, W), scales (H, W), landmask (H, W))`` of a tile grid on the product's lattice."""
-    codes = np.zeros((product.dims, *tile.shape), np.int8)
-    scales = np.zeros(tile.shape, np.float32)
-    landmask = np.zeros(tile.shape, np.uint8)
-    window = _clip(product.grid, tile)
-    if window is None:
-        return codes, scales, landmask
+    window = Grid(outer.crs, outer.resolution, col0, row0, col1 - col0, row1 - row0)
     c, r = window.offset_in(tile)
-    rows, cols = slice(r, r + window.height), slice(c, c + window.width)
-    codes[:, rows, cols], scales[rows, cols] = _read(product, window)
-    landmask[rows, cols] = roi.mask(window) != 0
-    return codes, scales, landmask
+    return window, (slice(r, r + window.height), slice(c, c + window.width))
 
 
-def _write_landmask(path: Path, tile: Grid, landmask: np.ndarray) -> None:
+def _write_landmask(roi: RoiMask, cell: Cell, tile: Grid, landmasks: Path) -> dict[str, Any]:
+    """Write the tile's landmask, the ROI on the tile's grid; return its ``landmasks.parquet`` record."""
+    landmask = np.zeros(tile.shape, np.uint8)
+    if (overlap := _overlap(roi.grid, tile)) is not None:
+        window, where = overlap
+        landmask[where] = roi.mask(window) != 0
     profile = {
         "driver": "GTiff",
         "width": tile.width,
@@ -255,27 +289,32 @@ def _write_landmask(path: Path, tile: Grid, landmask: np.ndarray) -> None:
         "blockysize": 256,
         "compress": "lzw",
     }
+    path = landmasks / f"{cell.name}.tiff"
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(landmask, 1)
+    log.info("%s: %d x %d px in %s, %d ROI pixels", cell.name, tile.width, tile.height, tile.crs, landmask.sum())
+    return {"lat": cell.lat, "lon": cell.lon, "hash": sha256_file(path), "file_size": path.stat().st_size}
 
 
-def _write_tile(product: _Product, roi: RoiMask, cell: Cell, year: int, out: Path) -> dict[str, Any]:
-    """Write one tile's embedding, scales, SHA256 and landmask; return its registry record."""
-    tile = tile_grid(cell, product.grid.crs, product.grid.resolution)
-    codes, scales, landmask = _tile_arrays(product, roi, tile)
-    grid_dir = out / EMBEDDINGS_DIR / str(year) / cell.name
+def _write_tile(product: _Product, cell: Cell, tile: Grid, out: Path) -> dict[str, Any]:
+    """Write a year's embedding, scales and SHA256 of one tile; return its ``registry.parquet`` record."""
+    codes = np.zeros((product.dims, *tile.shape), np.int8)
+    scales = np.zeros(tile.shape, np.float32)
+    if (overlap := _overlap(product.grid, tile)) is not None:
+        window, (rows, cols) = overlap
+        codes[:, rows, cols], scales[rows, cols] = _read(product, window)
+    grid_dir = out / EMBEDDINGS_DIR / str(product.year) / cell.name
     emb, sc = grid_dir / f"{cell.name}.npy", grid_dir / f"{cell.name}_scales.npy"
     save_npy_atomic(emb, np.ascontiguousarray(np.moveaxis(codes, 0, -1)))
     save_npy_atomic(sc, scales)
     hashes = {p.name: sha256_file(p) for p in (emb, sc)}
     with atomic_path(grid_dir / "SHA256") as tmp:
         tmp.write_text("".join(f"{h}  {name}\n" for name, h in sorted(hashes.items())))
-    _write_landmask(out / LANDMASKS_DIR / f"{cell.name}.tiff", tile, landmask)
-    log.info("%s: %d x %d px in %s, %d ROI pixels", cell.name, tile.width, tile.height, tile.crs, landmask.sum())
+    log.info("%d %s: %d pixel(s) with an embedding", product.year, cell.name, np.count_nonzero(scales))
     return {
         "lat": cell.lat,
         "lon": cell.lon,
-        "year": year,
+        "year": product.year,
         "hash": hashes[emb.name],
         "scales_hash": hashes[sc.name],
         "mtime": emb.stat().st_mtime,
@@ -299,164 +338,111 @@ def _write_geoparquet(path: Path, records: list[dict[str, Any]], order: list[str
         gdf.to_parquet(tmp, compression="zstd", index=False)
 
 
-def _registry_entries(path: Path) -> list[tuple[int, str]] | None:
-    """``(year, tile name)`` rows of an existing registry, or None if it cannot be read."""
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(path, columns=["year", "lon", "lat"])
-    except (OSError, ValueError, KeyError):
-        return None
-    return sorted((int(y), f"grid_{lon:.2f}_{lat:.2f}") for y, lon, lat in zip(df.year, df.lon, df.lat, strict=True))
-
-
-def _export_files(year: int, names: Sequence[str]) -> set[str]:
-    """Paths (relative, POSIX) of every file an export of ``names`` in ``year`` writes."""
-    files = {REGISTRY, LANDMASKS_REGISTRY, METADATA_FILE, f"{LANDMASKS_DIR}/SHA256SUM"}
-    for n in names:
-        tile = f"{EMBEDDINGS_DIR}/{year}/{n}"
-        files |= {f"{tile}/{n}.npy", f"{tile}/{n}_scales.npy", f"{tile}/SHA256", f"{LANDMASKS_DIR}/{n}.tiff"}
-    return files
-
-
-_SNAKEMAKE_STAMP = ".snakemake_timestamp"
-"""What Snakemake writes into a ``directory()`` output (the ``geotessera`` target's) when its job is done."""
-
-
-def _check_target(out: Path, year: int, names: Sequence[str]) -> None:
-    """Refuse to replace a directory that holds anything but a previous export of the same tiles.
-
-    The export replaces ``out`` as a whole, so a previous export of the same tiles with a file no
-    export writes (``.tmp-*`` leftovers of `tessera.io.atomic_path` and the stamp Snakemake leaves in
-    the ``geotessera`` target's directory aside) is refused too.
-    """
-    if out.exists() and not out.is_dir():
-        raise ExportConflictError(f"{out} is a file, not a directory; export to another directory (--out)")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    wanted = sorted((year, n) for n in names)
-    try:
-        meta = json.loads((out / METADATA_FILE).read_text())
-    except (OSError, ValueError):
-        meta = {}
-    ours = (
-        meta.get("generator") == _GENERATOR and sorted((meta.get("year"), n) for n in meta.get("tiles", [])) == wanted
-    )
-    registry = out / REGISTRY
-    entries = _registry_entries(registry) if registry.exists() else None
-    if ours and (not registry.exists() or entries == wanted):
-        known = _export_files(year, names)
-        foreign = sorted(
-            rel
-            for f in out.rglob("*")
-            if (f.is_symlink() or not f.is_dir()) and not f.name.startswith(TMP_PREFIX) and f.name != _SNAKEMAKE_STAMP
-            if (rel := f.relative_to(out).as_posix()) not in known
-        )
-        if not foreign:
-            return
-        raise ExportConflictError(
-            f"{out} holds a previous export of these tiles and {len(foreign)} file(s) that no export writes "
-            f"(e.g. {foreign[0]}); the export replaces the whole directory: move them out of it, or export to "
-            "another directory (--out)"
-        )
-    if entries:
-        years = sorted({y for y, _ in entries})
-        held = f"a different registry ({len(entries)} tile(s) of {', '.join(map(str, years))}, e.g. {entries[0][1]})"
-    elif registry.exists():
-        held = f"a registry ({REGISTRY}) that cannot be read"
-    else:
-        held = "files that are not a tessera-pipeline geotessera export"
-    raise ExportConflictError(
-        f"{out} already holds {held}, not the {len(names)} tile(s) of {year} this export writes; "
-        "export to another directory (--out) or delete that one first"
-    )
-
-
-def _metadata(product: _Product, year: int, names: Sequence[str], cog: Path, out: Path) -> dict[str, Any]:
+def _product_metadata(product: _Product, out: Path) -> dict[str, Any]:
+    """The provenance of one year's product."""
     tags = product.tags
     return {
-        "generator": _GENERATOR,
-        "pipeline_version": tessera.__version__,
         "dataset_version": tags.get("TESSERA_DATASET_VERSION"),
-        "dataset_variant": _GENERATOR,
         "model_family": tags.get("TESSERA_MODEL_FAMILY"),
         "checkpoint_sha256": tags.get("TESSERA_CHECKPOINT_SHA256"),
         "random_weights": tags.get("TESSERA_RANDOM_WEIGHTS") == "true",
         "data_source": tags.get("TESSERA_DATA_SOURCE"),
-        "year": year,
         # a product without these tags was made from the calendar year under `strict` (tessera.products)
-        "window": tags.get("TESSERA_WINDOW") or year_window(year).label,
+        "window": tags.get("TESSERA_WINDOW") or year_window(product.year).label,
         "nodata_policy": tags.get("TESSERA_NODATA_POLICY") or "strict",
+        "source_product": Path(_relative(product.cog, out)).as_posix(),
+    }
+
+
+def _metadata(products: Sequence[_Product], names: Sequence[str], out: Path) -> dict[str, Any]:
+    """``tessera_metadata.json``: the store's years, tiles and layout, and each year's provenance under ``products``.
+
+    A one-year store also has that year as ``year`` and its provenance at the top level, where one-year
+    exports have always had them; a store of several years has neither, so no reader takes one year's
+    provenance for another's.
+    """
+    meta: dict[str, Any] = {
+        "generator": GENERATOR,
+        "pipeline_version": tessera.__version__,
+        "dataset_variant": GENERATOR,
+        "years": [p.year for p in products],
         "format": "npy",
         "tile_count": len(names),
         "tiles": list(names),
         "embeddings_subdir": EMBEDDINGS_DIR,
         "landmasks_subdir": LANDMASKS_DIR,
-        "source_product": Path(_relative(cog, out)).as_posix(),
         "quantization": "int8 codes, float32 per-pixel scale: value = code * scale",
         "nodata": "code 0 and scale 0; landmask 0 outside the ROI",
         "open_with": "geotessera.GeoTessera(embeddings_dir=<this directory>, registry_dir=<this directory>)",
+        "products": {str(p.year): _product_metadata(p, out) for p in products},
     }
+    if len(products) == 1:
+        meta |= {"year": products[0].year, **meta["products"][str(products[0].year)]}
+    return meta
 
 
 def _relative(path: Path, start: Path) -> str:
-
     return os.path.relpath(path.resolve(), start.resolve())
 
 
 def export_geotessera(roi: RoiMask, cog: Path, year: int, out: Path) -> ExportSummary:
-    """Write the 0.1-degree tiles that ``roi`` touches, from the year's stitched product, in geotessera's layout.
+    """Write one year's store: `export_geotessera_years` with the one product ``{year: cog}``."""
+    return export_geotessera_years(roi, {year: cog}, out)
+
+
+def export_geotessera_years(roi: RoiMask, cogs: Mapping[int, Path], out: Path) -> ExportSummary:
+    """Write the 0.1-degree tiles that ``roi`` touches, from each year's stitched product, as one geotessera store.
 
     Args:
-        roi: The region of interest the product was made for (its grid is the product grid).
-        cog: The product COG ``tessera_<year>.tif`` (int8 with ``_scales.tif``, or float32).
-        year: The year of the product; tiles go under ``global_0.1_degree_representation/<year>``.
+        roi: The region of interest the products were made for (its grid is every product's grid).
+        cogs: The product COG ``tessera_<year>.tif`` (int8 with ``_scales.tif``, or float32) of each year;
+            a year's tiles go under ``global_0.1_degree_representation/<year>``.
         out: The export directory (``embeddings_dir`` and ``registry_dir`` for ``GeoTessera``).
 
     Returns:
         What was written.
 
     Raises:
-        ProductsMissingError: The product (or its scales) does not exist yet.
-        GridMismatchError: The product lies on another grid than the ROI's.
-        UnsupportedProductError: The product is of another year, not 128-d, or not on a projected grid in
+        ConfigError: ``cogs`` is empty.
+        ProductsMissingError: A product (or its scales) does not exist yet.
+        GridMismatchError: The products lie on different grids, or on another grid than the ROI's.
+        UnsupportedProductError: A product is of another year, not 128-d, or not on a projected grid in
             metres with an EPSG code.
-        ExportConflictError: ``out`` holds another registry, files of another export or files no export writes.
+        ExportConflictError: ``out`` holds another registry, an export of other tiles, or files no export writes.
     """
-    cog, out = Path(cog), Path(out)
-    if not cog.is_file():
-        raise ProductsMissingError(
-            f"no products of {year} yet: {cog} does not exist; use `snakemake geotessera --configfile <config>`, "
-            f"which makes the products of every configured year and then this export, or make the products alone "
-            f"with `snakemake --configfile <config>` first"
-        )
-    product = _open_product(cog, year, roi)
+    if not cogs:
+        raise ConfigError("no year to export: pass the product of at least one year")
+    out = Path(out)
+    products = [_open_product(Path(cogs[year]), year) for year in sorted(cogs)]
+    _check_grids(products, roi)
+    years = [p.year for p in products]
     cells = cells_touching(roi)
     names = [c.name for c in cells]
-    _check_target(out, year, names)
+    check_target(out, years, names)
     # staged next to the directory itself (same filesystem) if `out` is a link to it
     target = out.resolve()
-    log.info("exporting %d tile(s) of %d to %s: %s", len(cells), year, out, ", ".join(names))
+    log.info("exporting %d tile(s) of %s to %s: %s", len(cells), years_text(years), out, ", ".join(names))
     with atomic_dir(target) as work:
-        _write_export(product, roi, cells, year, work, _metadata(product, year, names, cog, out))
+        _write_export(products, roi, cells, work, _metadata(products, names, out))
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    log.info("wrote %d tile(s), %.1f MB, to %s", len(cells), size / 1e6, out)
-    return ExportSummary(out, year, tuple(names), size)
+    log.info("wrote %d tile(s) of %s, %.1f MB, to %s", len(cells), years_text(years), size / 1e6, out)
+    return ExportSummary(out, tuple(years), tuple(names), size)
 
 
 def _write_export(
-    product: _Product, roi: RoiMask, cells: Sequence[Cell], year: int, work: Path, metadata: dict[str, Any]
+    products: Sequence[_Product], roi: RoiMask, cells: Sequence[Cell], work: Path, metadata: dict[str, Any]
 ) -> None:
-    """Write every file of the export into the (empty) directory ``work``; the registry goes last."""
-    records = [_write_tile(product, roi, cell, year, work) for cell in cells]
+    """Write every file of the store into the (empty) directory ``work``; the registry goes last."""
+    tiles = {c: tile_grid(c, roi.grid.crs, roi.grid.resolution) for c in cells}
     landmasks = work / LANDMASKS_DIR
-    sums = {c.name: sha256_file(landmasks / f"{c.name}.tiff") for c in cells}
+    lm_records = [_write_landmask(roi, cell, tile, landmasks) for cell, tile in tiles.items()]
+    sums = sorted((cell.name, record["hash"]) for cell, record in zip(cells, lm_records, strict=True))
     with atomic_path(landmasks / "SHA256SUM") as tmp:
-        tmp.write_text("".join(f"{h}  {name}.tiff\n" for name, h in sorted(sums.items())))
-    lm_records = [
-        {"lat": c.lat, "lon": c.lon, "hash": sums[c.name], "file_size": (landmasks / f"{c.name}.tiff").stat().st_size}
-        for c in cells
-    ]
+        tmp.write_text("".join(f"{h}  {name}.tiff\n" for name, h in sums))
+    records = []
+    for product in products:
+        log.info("%d: %d tile(s) from %s", product.year, len(cells), product.cog)
+        records += [_write_tile(product, cell, tile, work) for cell, tile in tiles.items()]
     _write_geoparquet(work / LANDMASKS_REGISTRY, lm_records, ["lat", "lon"])
     write_json_atomic(work / METADATA_FILE, metadata)
     _write_geoparquet(work / REGISTRY, records, ["year", "lat", "lon"])
