@@ -1,10 +1,11 @@
 # Self-supervised training on the run's own tiles (`tessera train`, Barlow Twins). Not part of `all`:
 #
-#   snakemake --profile profiles/local --configfile my-run.yaml train
+#   snakemake --profile profiles/local train --configfile my-run.yaml
 #
-# Needs the tiles kept (keep_tiles: true). Settings: config/train.yaml beside the Snakefile, or the file
-# named by TESSERA_TRAIN_CONFIG; built-in defaults if neither exists. A killed or failed job resumes
-# from {results_dir}/train/checkpoint.pt when rerun, and so does one that max_seconds stopped: it fails
+# Its input is the `tiles` export of every year, which it makes if keep_tiles is off. Settings:
+# config/train.yaml beside the Snakefile, or the file named by TESSERA_TRAIN_CONFIG; built-in
+# defaults if neither exists. A killed or failed job resumes from {results_dir}/train/checkpoint.pt
+# when rerun, and so does one that max_seconds stopped: it fails
 # with TrainingStoppedError (--require-complete) rather than pass a half-trained encoder.pt on as done.
 # After the tiles or the learned settings changed, that checkpoint (with its encoder.pt and train.json)
 # is moved to <name>.stale-<time> and training starts afresh (--restart-if-changed). Then set

@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings = ("--settings", {**req, "help": "the stage's settings as JSON (the workflow passes them)"})
     plan = ("--plan", {**req, "help": "the stored plan directory (<results>/plan/<key>)"})
     chunk = ("--chunk", {**req, "help": "chunk id (see `tessera plan`)"})
-    year = ("--year", {**req, "type": int, "help": "calendar year"})
+    year = ("--year", {**req, "type": int, "help": "calendar year, or the year the period starts in"})
     tile_size = ("--tile-size", {**req, "type": int, "help": "tile side in pixels"})
     parts = ("--parts", {**req, "nargs": "+", "help": "the inference jobs' output directories"})
     _add(sub, "validate-config", cmd_validate, [config])

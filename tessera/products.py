@@ -11,6 +11,7 @@ Files for ``out = .../tessera_2022.tif``:
 * ``tessera_2022_scales.tif`` (int8 only): float32 per-pixel scale, nodata NaN; value = code * scale.
 * ``tessera_2022_counts.tif``: uint16 valid S2 and S1 observations per pixel (`tessera.counts`), nodata 65535.
 * ``tessera_2022.json``: STAC Item (``emb:``, ``proj:``, ``processing:``), relative hrefs.
+* ``tessera_2022_collection.json``: STAC Collection of the Item, relative hrefs.
 * ``tessera_2022_quicklook.png``: first three principal components, RGBA.
 
 Nodata. Every COG declares its nodata value in its metadata, so rasterio (``masked=True``), GDAL and

@@ -17,7 +17,8 @@ to find files inside the directories a job is given (`stack_path`, `search_path`
     <root>/<year>/embeddings/<chunk>/<part>/<tile>{.npy,_scales.npy,.json}
     <root>/<year>/tiles/<chunk>/<tile>/        reference-layout tile directories (an export)
     <root>/<year>/geotessera/                  the year's products in geotessera's layout (an export)
-    <root>/<year>/products/tessera_<year>{.tif,_scales.tif,_counts.tif,.json,_quicklook.png,_qa.md,_qa_counts.png}
+    <root>/<year>/products/tessera_<year>{.tif,_scales.tif,_counts.tif,.json,_collection.json,
+                                          _quicklook.png,_qa.md,_qa_counts.png}
     <root>/train/{encoder.pt,checkpoint.pt,train.json}  the `train` target
     <root>/logs/<rule>/...
 """
