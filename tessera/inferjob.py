@@ -36,7 +36,7 @@ from tessera.grid import TileSpec
 from tessera.infer import Evidence, infer_arrays, observation_counts
 from tessera.plan import StoredPlan, parts
 from tessera.stages import STAGE_VERSIONS
-from tessera.staging import cpu_threads, gpu_batch_size, resolve_device
+from tessera.staging import gpu_batch_size, inference_device
 from tessera.tileio import ChunkStacks, TileArrays, read_tile
 
 __all__ = ["InferJob", "embed_tile_dir", "parse_part", "run_infer_job"]
@@ -154,10 +154,7 @@ def run_infer_job(job: InferJob, *, on_tile: Callable[[TileSpec], None] | None =
     tiles = job.tiles()
     chunk = job.plan.chunk(job.chunk)
     stacks = ChunkStacks(job.stack_dir, chunk.grid)
-    dev = resolve_device(mcfg.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(cpu_threads())
-        logger.info("CPU inference with %d threads", torch.get_num_threads())
+    dev = inference_device(mcfg.device)
     model = models.load(mcfg.checkpoint, "cpu", mcfg.family, source=job.s2_source, dimensions=mcfg.dimensions)
     batch = gpu_batch_size(model, dev, mcfg.precision, mcfg.batch_size) if dev.type == "cuda" else mcfg.batch_size
     work = _work_dir(job.out, _stamp(job, tiles, dev))
@@ -214,9 +211,7 @@ def embed_tile_dir(mcfg: ModelConfig, s2_source: str, year: int, tile_dir: Path,
         ConfigError: ``model.device: cuda`` without a GPU, or a setting the model cannot honour.
     """
     tile, grid = read_tile(tile_dir)
-    dev = resolve_device(mcfg.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(cpu_threads())
+    dev = inference_device(mcfg.device)
     model = models.load(mcfg.checkpoint, "cpu", mcfg.family, source=s2_source, dimensions=mcfg.dimensions)
     result = infer_arrays(
         model,

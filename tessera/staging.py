@@ -6,6 +6,7 @@ events are CUDA-only.
 
 * `Stager` moves row blocks of a tile to the device, one block ahead of the consumer: on CUDA from
   two pinned host buffers on a side stream, overlapped with the model.
+* `inference_device` picks the device (on a machine of several GPUs, one per job: `tessera.gpus`).
 * `Runner` runs the model on fixed-size batches: on the CPU always `CPU_FORWARD_BATCH` pixels (the
   last batch padded), because a CPU GEMM's result for one row can depend on how many rows it is
   given; on a GPU ``model.batch_size`` or `auto_batch` from free memory, under bf16 autocast unless
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from tessera.errors import ConfigError
+from tessera.gpus import claim_gpu
 from tessera.models.spec import InputSpec, LoadedModel
 from tessera.sampling import PixelSeries
 from tessera.tileio import TileArrays
@@ -38,6 +40,7 @@ __all__ = [
     "batch_for_memory",
     "cpu_threads",
     "gpu_batch_size",
+    "inference_device",
     "pixel_series",
     "resolve_device",
 ]
@@ -75,6 +78,23 @@ def resolve_device(requested: str, setting: str = "model.device") -> torch.devic
     if requested not in ("cpu", "cuda"):
         raise ConfigError(f"{setting} {requested!r} is not one of auto, cpu, cuda")
     return torch.device(requested)
+
+
+def inference_device(requested: str) -> torch.device:
+    """`resolve_device` for an inference job, made ready to use.
+
+    On CUDA with several visible GPUs, the one `tessera.gpus.claim_gpu` gives this process (so the
+    concurrent jobs of a workstation spread over its GPUs) is made the current device, which the
+    side streams and the free-memory query then use; on the CPU, the thread count is set (`cpu_threads`).
+    """
+    dev = resolve_device(requested)
+    if dev.type == "cuda":
+        index = claim_gpu(torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    torch.set_num_threads(cpu_threads())
+    logger.info("CPU inference with %d threads", torch.get_num_threads())
+    return dev
 
 
 def cpu_threads() -> int:
